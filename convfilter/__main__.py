@@ -1,0 +1,3 @@
+from convfilter.cli import main
+
+main()

@@ -1,0 +1,322 @@
+"""The command line: parse options, call the core, report. Exit codes by CONTRACT §7.
+
+torch is imported only inside the commands that filter, so `--help` and `kernels` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from convfilter import __version__, kernels
+from convfilter.errors import ConvfilterError, UsageError
+from convfilter.modes import DEFAULT_BORDER, DEFAULT_POOL_MODE, DEFAULT_QUALITY
+from convfilter.steps import Step
+
+app = typer.Typer(
+    name="convfilter",
+    help="Filter images with torch.nn convolutions and pooling, exactly and safely.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+kernels_app = typer.Typer(help="List the named kernels, or show one.", no_args_is_help=False)
+app.add_typer(kernels_app, name="kernels")
+
+_debug = False
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"convfilter: error: {message}\n")
+    sys.stderr.flush()
+
+
+def reports_errors(command: Callable) -> Callable:
+    """Turn ConvfilterError into one `convfilter: error:` line and its exit code (CONTRACT §7)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConvfilterError as error:
+            if _debug:
+                raise
+            _error(str(error))
+            raise typer.Exit(error.exit_code) from None
+        except (KeyboardInterrupt, typer.Exit):
+            raise
+        except Exception as error:  # a bug: still one line, the traceback with --debug
+            if _debug:
+                raise
+            _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"convfilter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Filter images with torch.nn convolutions and pooling, exactly and safely.
+
+    Example: convfilter apply photo.jpg -k sharpen
+    """
+    global _debug
+    _debug = debug
+
+
+# ---------------------------------------------------------------------------- options shared by apply and pool
+
+Inputs = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Image files, or '-' for standard input (the default when it is a pipe).", show_default=False),
+]
+Output = Annotated[
+    Optional[str],
+    typer.Option(
+        "-o",
+        "--output",
+        help="Output file, directory (existing, or ending in '/'), or '-' for standard output (PNG). "
+        "Default: <stem>_<op>.<suffix> beside the input; standard output for standard input.",
+        show_default=False,
+    ),
+]
+Format = Annotated[
+    Optional[str], typer.Option("--format", help="Output format (png, jpg, webp, tiff, ...); default: by suffix.")
+]
+Quality = Annotated[int, typer.Option("--quality", help="JPEG/WebP quality, 1-100.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (never an input).")]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output already exists.")]
+Show = Annotated[bool, typer.Option("--show", help="Show the result in the system viewer (without -o: instead of writing).")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")]
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", help="Refuse images with more pixels than this. Default: Pillow's limit (89478485).",
+                 show_default=False),
+]
+
+
+def _run(
+    steps: list[Step],
+    inputs: Optional[list[str]],
+    output: Optional[str],
+    fmt: Optional[str],
+    quality: int,
+    overwrite: bool,
+    skip_existing: bool,
+    show: bool,
+    quiet: bool,
+    device: str,
+    max_pixels: Optional[int],
+) -> None:
+    """Plan, build the pipeline, process every job, report; exit 1 if any input failed."""
+    from convfilter import imageio, outputs, process, steps as steps_module
+
+    if not inputs:
+        if sys.stdin.isatty():
+            raise UsageError("no input: give an image file, or pipe one on standard input")
+        inputs = [imageio.STDIO]
+    if overwrite and skip_existing:
+        raise UsageError("--overwrite and --skip-existing cannot be used together")
+    if not 1 <= quality <= 100:
+        raise UsageError(f"--quality must be between 1 and 100, got {quality}")
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError(f"--max-pixels must be at least 1, got {max_pixels}")
+    jobs = outputs.plan(inputs, output, steps_module.op_name(steps), fmt, show)
+    if any(job.target == imageio.STDIO for job in jobs) and sys.stdout.isatty():
+        raise UsageError("refusing to write image data to a terminal; use -o FILE or a pipe")
+
+    from convfilter.pipeline import Filter  # imports torch
+
+    options = process.WriteOptions(
+        quality=quality,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+        show=show,
+        max_pixels=max_pixels or imageio.DEFAULT_MAX_PIXELS,
+    )
+
+    def note(message: str) -> None:
+        if not quiet:
+            sys.stderr.write(message + "\n")
+
+    summary = process.process(
+        jobs,
+        Filter(steps, device),
+        options,
+        stdin=sys.stdin.buffer,
+        stdout=sys.stdout.buffer,
+        on_written=lambda path: note(f"wrote {path}"),
+        on_skipped=lambda path: note(f"skipped {path} (exists)"),
+        on_failed=_error,
+    )
+    if len(jobs) > 1 and (summary.failed or not quiet):
+        sys.stderr.write(f"{summary}\n")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def apply(
+    inputs: Inputs = None,
+    kernel: Annotated[
+        list[str],
+        typer.Option("-k", "--kernel", help="Kernel name, file or inline matrix ('0,-1,0; -1,5,-1; 0,-1,0'). "
+                     "Repeat to run several in order.", show_default=False),
+    ] = [],
+    output: Output = None,
+    border: Annotated[str, typer.Option("--border", help="reflect, replicate, zeros or circular.")] = DEFAULT_BORDER,
+    normalize: Annotated[
+        Optional[bool],
+        typer.Option("--normalize/--no-normalize", help="Divide the weights by their sum. Default: the kernel file's.",
+                     show_default=False),
+    ] = None,
+    scale: Annotated[Optional[float], typer.Option("--scale", help="Multiply the weights. Default: the kernel file's.")] = None,
+    bias: Annotated[
+        Optional[float], typer.Option("--bias", help="Add to every output value, in 0-255 units. Default: the kernel file's.")
+    ] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Rotate kernels 180 degrees: true convolution.")] = False,
+    repeat: Annotated[int, typer.Option("--repeat", help="Run each kernel N times.")] = 1,
+    stride: Annotated[int, typer.Option("--stride", help="Keep every N-th output pixel of each convolution.")] = 1,
+    range_: Annotated[
+        Optional[str],
+        typer.Option("--range", help="clip, abs or stretch, for every step. Default: each kernel file's, else clip.",
+                     show_default=False),
+    ] = None,
+    fmt: Format = None,
+    quality: Quality = DEFAULT_QUALITY,
+    overwrite: Overwrite = False,
+    skip_existing: SkipExisting = False,
+    show: Show = False,
+    quiet: Quiet = False,
+    device: Device = "auto",
+    max_pixels: MaxPixels = None,
+) -> None:
+    """Convolve images with one or more kernels, in order (each a torch Conv2d).
+
+    Example: convfilter apply photo.jpg -k sharpen   (writes photo_sharpen.jpg)
+    """
+    from convfilter.steps import conv_steps
+
+    steps = conv_steps(
+        kernel, border=border, normalize=normalize, scale=scale, bias=bias, flip=flip,
+        repeat=repeat, stride=stride, range=range_,
+    )
+    _run(steps, inputs, output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels)
+
+
+@app.command()
+@reports_errors
+def pool(
+    inputs: Inputs = None,
+    size: Annotated[int, typer.Option("--size", help="Window size K (K x K).")] = 2,
+    stride: Annotated[Optional[int], typer.Option("--stride", help="Step between windows. Default: the size.",
+                                                  show_default=False)] = None,
+    mode: Annotated[str, typer.Option("--mode", help="avg, max or min.")] = DEFAULT_POOL_MODE,
+    ceil: Annotated[bool, typer.Option("--ceil", help="Keep partial windows at the right and bottom edges.")] = False,
+    output: Output = None,
+    fmt: Format = None,
+    quality: Quality = DEFAULT_QUALITY,
+    overwrite: Overwrite = False,
+    skip_existing: SkipExisting = False,
+    show: Show = False,
+    quiet: Quiet = False,
+    device: Device = "auto",
+    max_pixels: MaxPixels = None,
+) -> None:
+    """Downsample images with a pooling layer (avg, max or min over K x K windows).
+
+    Example: convfilter pool photo.jpg --size 2 --mode max   (writes photo_pool2.jpg)
+    """
+    from convfilter.steps import pool_step
+
+    steps = [pool_step(size=size, stride=stride, mode=mode, ceil=ceil)]
+    _run(steps, inputs, output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels)
+
+
+# ---------------------------------------------------------------------------- kernels
+
+
+def _number(value: float) -> str:
+    return f"{value + 0.0:.6g}"  # + 0.0 turns -0.0 into 0.0
+
+
+def _where(path) -> str:
+    """'built-in' for the shipped library, else the file's path."""
+    return "built-in" if path.parent == kernels.builtin_dir() else str(path)
+
+
+@kernels_app.callback(invoke_without_command=True)
+@reports_errors
+def kernels_list(ctx: typer.Context) -> None:
+    """List the named kernels on the search path: name, size, sum, description, file.
+
+    Example: convfilter kernels
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("name", "size", "sum", "description", "file")
+    for name, path in kernels.available().items():
+        try:
+            kernel = kernels.load_file(path)
+            weights = kernel.weights()
+        except ConvfilterError as error:
+            table.add_row(name, "", "", f"[red]{escape(str(error))}[/red]", _where(path))
+            continue
+        total = sum(v for row in weights for v in row)
+        table.add_row(name, f"{kernel.width}x{kernel.height}", _number(total), kernel.description, _where(path))
+    Console().print(table)
+
+
+@kernels_app.command("show")
+@reports_errors
+def kernels_show(
+    spec: Annotated[str, typer.Argument(help="A kernel name, file or inline matrix.", show_default=False)],
+) -> None:
+    """Print a kernel's effective weights (after its scale and normalize) and its settings.
+
+    Example: convfilter kernels show sobel-x
+    """
+    kernel = kernels.resolve(spec)
+    weights = kernel.weights()
+    total = sum(v for row in weights for v in row)
+    print(f"{kernel.name}: {kernel.width}x{kernel.height}, sum {_number(total)}"
+          + (f", bias {_number(kernel.bias)}" if kernel.bias else "")
+          + (f", range {kernel.range}" if kernel.range else ""))
+    if kernel.description:
+        print(kernel.description)
+    if kernel.source:
+        print(f"file: {kernel.source}")
+    cells = [[_number(v) for v in row] for row in weights]
+    width = max(len(c) for row in cells for c in row)
+    for row in cells:
+        print("  " + "  ".join(c.rjust(width) for c in row))
+
+
+def main() -> None:
+    """The console script: run the app; Ctrl-C exits 130 with one line."""
+    try:
+        app(prog_name="convfilter")
+    except KeyboardInterrupt:
+        sys.stderr.write("convfilter: interrupted\n")
+        sys.exit(130)

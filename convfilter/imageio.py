@@ -1,0 +1,145 @@
+"""Image files <-> numpy arrays at the edges of the pipeline (CONTRACT §6). No torch here.
+
+Reading gives an (H, W) uint8 array, or uint16 for 16-bit grayscale. Writing is atomic and
+never replaces an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from convfilter.errors import InputError, OutputError, UsageError
+
+# Pillow's own limit is the default of --max-pixels; convfilter checks it itself, once, by header.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+Image.MAX_IMAGE_PIXELS = None
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # formats that keep a 16-bit result; others get 8 bits
+STDIO = "-"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Load the first frame, apply EXIF orientation and convert to grayscale (ITU-R 601-2 luma)."""
+    if isinstance(source, bytes):
+        if not source:
+            raise InputError("empty input (no bytes)")
+        stream: BinaryIO | Path = io.BytesIO(source)
+    else:
+        stream = Path(source)
+        try:
+            if stream.is_dir():
+                raise InputError("is a directory, not an image file")
+            if stream.stat().st_size == 0:
+                raise InputError("empty file")
+        except FileNotFoundError:
+            raise InputError("no such file") from None
+        except OSError as error:
+            raise InputError(f"cannot read it: {error.strerror or error}") from None
+    try:
+        with Image.open(stream) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InputError(
+                    f"{width}x{height} is {width * height} pixels, more than --max-pixels {max_pixels}"
+                )
+            if image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
+                image.draft("L", image.size)  # decode the luma channel only
+            image = ImageOps.exif_transpose(image)
+            return _gray_array(image)
+    except PermissionError:
+        raise InputError("cannot read it: permission denied") from None
+    except UnidentifiedImageError:
+        raise InputError("not an image (Pillow cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InputError(f"truncated or corrupt image: {error}") from None
+
+
+def _gray_array(image: Image.Image) -> np.ndarray:
+    if image.mode in SIXTEEN_BIT_MODES:
+        return np.asarray(image).astype(np.uint16)
+    if image.mode == "I":  # 32-bit integer: keep 16 bits, clamped
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def format_for(name: str) -> str:
+    """The Pillow format that writes a suffix or --format name ('jpg', '.png', 'TIFF' ...)."""
+    Image.init()
+    suffix = "." + name.lower().lstrip(".")
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE})
+        raise UsageError(f"unknown output format {name!r}; choose from {' '.join(known)}")
+    return fmt
+
+
+def to_8bit(array: np.ndarray) -> np.ndarray:
+    """A 16-bit array scaled to 8 bits, round(v / 257); an 8-bit array as it is."""
+    if array.dtype != np.uint16:
+        return array
+    return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str, stream: BinaryIO, quality: int) -> None:
+    """Write one grayscale array to a stream in a Pillow format; 16-bit only where it can be kept."""
+    if fmt not in SIXTEEN_BIT_FORMATS:
+        array = to_8bit(array)
+    image = Image.fromarray(array)
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    image.save(stream, format=fmt, **options)
+
+
+def write_image(array: np.ndarray, target: Path, fmt: str, quality: int, overwrite: bool = False) -> None:
+    """Atomically write `target` (creating its directory): a temporary file beside it, then a
+    rename (or a link, which refuses to replace an existing file). No partial file is ever left."""
+    temporary = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as stream:
+            encode(array, fmt, stream, quality)
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)") from None
+            except OSError:  # a file system without hard links
+                if target.exists():
+                    raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)") from None
+                os.replace(temporary, target)
+    except OSError as error:
+        raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
+    except (ValueError, KeyError) as error:  # Pillow cannot encode this image in this format
+        raise OutputError(f"cannot write '{target}' as {fmt}: {error}") from None
+    finally:
+        if temporary is not None and os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, quality: int) -> None:
+    """Encode fully in memory first, so a failed encode writes nothing to the stream."""
+    buffer = io.BytesIO()
+    encode(array, fmt, buffer, quality)
+    stream.write(buffer.getvalue())
+    stream.flush()
+
+
+def show_image(array: np.ndarray) -> None:
+    """Open the result in the system image viewer (Pillow's `Image.show`)."""
+    Image.fromarray(to_8bit(array)).show()

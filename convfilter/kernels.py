@@ -1,0 +1,305 @@
+"""Kernel specs to `Kernel` values: TOML files, plain matrix files, inline matrices, the search path.
+
+No torch here: `convfilter kernels` and `kernels show` run on this module alone (CONTRACT §3).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from convfilter.errors import KernelError, KernelNotFoundError
+from convfilter.modes import RANGES, check_choice
+
+MAX_SIZE = 63
+PATH_VARIABLE = "CONVFILTER_KERNEL_PATH"
+KERNEL_SUFFIXES = (".toml", ".txt")  # what a name matches in a search directory, in this order
+TOML_KEYS = ("weights", "description", "scale", "bias", "normalize", "range")
+INLINE_NAME = "custom"
+
+Matrix = tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A named kernel as its file gives it; `weights()` folds in normalize and scale."""
+
+    name: str
+    raw_weights: Matrix
+    origin: str  # "kernel file 'k.toml'" or "inline kernel '...'": the start of every message about it
+    source: str = ""  # the file it came from, "" for an inline matrix
+    description: str = ""
+    scale: float = 1.0
+    bias: float = 0.0
+    normalize: bool = False
+    range: str | None = None
+
+    @property
+    def height(self) -> int:
+        return len(self.raw_weights)
+
+    @property
+    def width(self) -> int:
+        return len(self.raw_weights[0])
+
+    def weights(self, flip: bool = False) -> Matrix:
+        """The effective cross-correlation weights: divided by their sum if `normalize`, times
+        `scale`, and rotated 180 degrees if `flip` (true convolution)."""
+        factor = self.scale
+        if self.normalize:
+            total = math.fsum(v for row in self.raw_weights for v in row)
+            if abs(total) < 1e-12:
+                raise KernelError(f"{self.origin}: cannot normalize: the weights sum to 0")
+            factor /= total
+        rows = self.raw_weights[::-1] if flip else self.raw_weights
+        return tuple(tuple(v * factor for v in (row[::-1] if flip else row)) for row in rows)
+
+    def with_options(self, *, normalize=None, scale=None, bias=None, range=None) -> Kernel:
+        """A copy with the command-line settings (those not None) replacing the file's."""
+        given = {"normalize": normalize, "scale": scale, "bias": bias, "range": range}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+# ---------------------------------------------------------------------------- numbers and matrices
+
+
+def parse_number(text: object, where: str) -> float:
+    """A finite float from a number or a string like '0.5', '-1/9', '2e-3'."""
+    if isinstance(text, bool):
+        raise KernelError(f"{where}: expected a number, got {str(text).lower()}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    elif isinstance(text, str):
+        numerator, slash, denominator = text.strip().partition("/")
+        try:
+            value = float(numerator) / float(denominator) if slash else float(numerator)
+        except ValueError:
+            raise KernelError(f"{where}: {text!r} is not a number") from None
+        except ZeroDivisionError:
+            raise KernelError(f"{where}: {text!r} divides by zero") from None
+    else:
+        raise KernelError(f"{where}: expected a number, got {type(text).__name__} {text!r}")
+    if not math.isfinite(value):
+        raise KernelError(f"{where}: value {text!r} is not finite")
+    return value
+
+
+def _matrix(rows: list[list[object]], row_where: list[str], origin: str) -> Matrix:
+    """Check a list of rows (size, rectangular, finite numbers) and return it as floats."""
+    if not rows:
+        raise KernelError(f"{origin}: no weights (it is empty or holds only comments)")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if not row:
+            raise KernelError(f"{row_where[i]}: empty row")
+        if len(row) != width:
+            raise KernelError(
+                f"{row_where[i]}: expected {width} values like the first row, got {len(row)}"
+            )
+        if len(row) > MAX_SIZE:
+            raise KernelError(f"{row_where[i]}: {len(row)} values in a row; the most allowed is {MAX_SIZE}")
+        if i == MAX_SIZE:
+            raise KernelError(f"{row_where[i]}: more than {MAX_SIZE} rows; the most allowed is {MAX_SIZE}")
+    return tuple(tuple(parse_number(v, row_where[i]) for v in row) for i, row in enumerate(rows))
+
+
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+def _split_values(text: str) -> list[str]:
+    text = text.strip().strip(",").strip()
+    return _SEPARATORS.split(text) if text else []
+
+
+def parse_plain(text: str, origin: str) -> Kernel:
+    """A plain matrix file: one row a line, values split by spaces/commas/tabs, `#` comments."""
+    rows, where = [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        values = _split_values(line.split("#", 1)[0])
+        if values:
+            rows.append(values)
+            where.append(f"{origin}, line {lineno}")
+    return Kernel(name=INLINE_NAME, raw_weights=_matrix(rows, where, origin), origin=origin)
+
+
+def parse_inline(spec: str) -> Kernel:
+    """An inline matrix: rows split by ';', values by ',' or spaces, e.g. '0,-1,0; -1,5,-1; 0,-1,0'."""
+    origin = f"inline kernel {spec!r}"
+    parts = spec.strip().strip(";").split(";")
+    rows = [_split_values(part) for part in parts]
+    where = [f"{origin}, row {i}" for i in range(1, len(rows) + 1)]
+    if rows == [[]]:
+        rows = []
+    return Kernel(name=INLINE_NAME, raw_weights=_matrix(rows, where, origin), origin=origin)
+
+
+# ---------------------------------------------------------------------------- TOML files
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+
+
+def _key_line(text: str, key: str) -> int | None:
+    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.M)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _row_lines(text: str) -> list[int]:
+    """The line on which each row of the `weights` array opens (for messages)."""
+    match = re.search(r"^\s*weights\s*=", text, re.M)
+    if not match:
+        return []
+    lines, depth, comment = [], 0, False
+    line = text.count("\n", 0, match.end()) + 1
+    for ch in text[match.end():]:
+        if ch == "\n":
+            line, comment = line + 1, False
+        elif comment:
+            continue
+        elif ch == "#":
+            comment = True
+        elif ch == "[":
+            depth += 1
+            if depth == 2:
+                lines.append(line)
+        elif ch == "]":
+            depth -= 1
+            if depth <= 0:
+                break
+    return lines
+
+
+def parse_toml(text: str, origin: str) -> Kernel:
+    """A kernel TOML file: `weights` (required), `description`, `scale`, `bias`, `normalize`, `range`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        position = _TOML_POSITION.search(message)
+        if position:
+            message = _TOML_POSITION.sub("", message)
+            raise KernelError(f"{origin}, line {position[1]}: invalid TOML: {message}") from None
+        raise KernelError(f"{origin}: invalid TOML: {message}") from None
+
+    def at(key: str) -> str:
+        line = _key_line(text, key)
+        return f"{origin}, line {line}" if line else origin
+
+    for key in data:
+        if key not in TOML_KEYS:
+            raise KernelError(f"{at(key)}: unknown key {key!r}; allowed keys: {', '.join(TOML_KEYS)}")
+    if "weights" not in data:
+        raise KernelError(f"{origin}: missing the required key 'weights' (a list of rows)")
+    weights = data["weights"]
+    if not isinstance(weights, list) or not all(isinstance(row, list) for row in weights):
+        raise KernelError(f"{at('weights')}: 'weights' must be a list of rows, e.g. [[0, -1, 0], ...]")
+    lines = _row_lines(text)
+    where = [
+        f"{origin}, line {lines[i]}" if i < len(lines) else f"{at('weights')} (row {i + 1})"
+        for i in range(len(weights))
+    ]
+    kernel = Kernel(name=INLINE_NAME, raw_weights=_matrix(weights, where, at("weights")), origin=origin)
+
+    settings: dict[str, object] = {}
+    if "description" in data:
+        if not isinstance(data["description"], str):
+            raise KernelError(f"{at('description')}: 'description' must be a string")
+        settings["description"] = data["description"].strip()
+    for key in ("scale", "bias"):
+        if key in data:
+            settings[key] = parse_number(data[key], f"{at(key)}: '{key}'")
+    if "normalize" in data:
+        if not isinstance(data["normalize"], bool):
+            raise KernelError(f"{at('normalize')}: 'normalize' must be true or false")
+        settings["normalize"] = data["normalize"]
+    if "range" in data:
+        value = data["range"]
+        if not isinstance(value, str) or value not in RANGES:
+            raise KernelError(f"{at('range')}: unknown range {value!r}; choose from {', '.join(RANGES)}")
+        settings["range"] = value
+    return replace(kernel, **settings)
+
+
+# ---------------------------------------------------------------------------- files and the search path
+
+
+def load_file(path: Path) -> Kernel:
+    """A kernel from a file: TOML for `.toml`, a plain matrix for any other suffix."""
+    origin = f"kernel file {str(path)!r}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise KernelError(f"{origin}: not a text file") from None
+    except OSError as error:
+        raise KernelError(f"{origin}: cannot read it: {error.strerror or error}") from None
+    parse = parse_toml if path.suffix.lower() == ".toml" else parse_plain
+    return replace(parse(text, origin), name=path.stem, source=str(path))
+
+
+def builtin_dir() -> Path:
+    """The built-in kernel library, shipped inside the package as `convfilter.builtin_kernels`."""
+    spec = importlib.util.find_spec("convfilter.builtin_kernels")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def search_dirs() -> list[Path]:
+    """`CONVFILTER_KERNEL_PATH` (':'-separated), the user directory, then the built-ins."""
+    dirs = [Path(p).expanduser() for p in os.environ.get(PATH_VARIABLE, "").split(os.pathsep) if p]
+    config = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    dirs.append(Path(config).expanduser() / "convfilter" / "kernels")
+    dirs.append(builtin_dir())
+    return dirs
+
+
+def available() -> dict[str, Path]:
+    """Every kernel name on the search path and the file it resolves to (first match wins)."""
+    found: dict[str, Path] = {}
+    for directory in search_dirs():
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            continue
+        for suffix in KERNEL_SUFFIXES:
+            for path in entries:
+                if path.suffix == suffix and not path.name.startswith(".") and path.is_file():
+                    found.setdefault(path.stem, path)
+    return dict(sorted(found.items()))
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_INLINE = re.compile(r"[\d\s.,;/+\-eE]+")
+
+
+def _looks_inline(spec: str) -> bool:
+    return ";" in spec or "," in spec or (bool(_INLINE.fullmatch(spec)) and any(c.isdigit() for c in spec))
+
+
+def resolve(spec: str) -> Kernel:
+    """SPEC as CONTRACT §3 orders it: an existing file, a name on the search path, an inline matrix."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return load_file(path)
+    if _NAME.fullmatch(spec):
+        for directory in search_dirs():
+            for suffix in KERNEL_SUFFIXES:
+                candidate = directory / f"{spec}{suffix}"
+                if candidate.is_file():
+                    return load_file(candidate)
+    if _looks_inline(spec):
+        return parse_inline(spec)
+    if path.is_dir():
+        raise KernelError(f"kernel {spec!r} is a directory, not a kernel file")
+    if "/" in spec or path.suffix.lower() in KERNEL_SUFFIXES:
+        raise KernelNotFoundError(f"kernel file {spec!r} not found")
+    names = list(available())
+    close = difflib.get_close_matches(spec, names, n=3, cutoff=0.6)
+    if close:
+        raise KernelNotFoundError(
+            f"unknown kernel {spec!r}; did you mean {' or '.join(repr(n) for n in close)}?"
+        )
+    raise KernelNotFoundError(f"unknown kernel {spec!r}; known kernels: {', '.join(names)}")

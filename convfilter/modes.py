@@ -1,0 +1,20 @@
+"""The allowed values of every choice option, each in one place, checked at the door."""
+
+from convfilter.errors import UsageError
+
+BORDERS = ("reflect", "replicate", "zeros", "circular")
+POOL_MODES = ("avg", "max", "min")
+RANGES = ("clip", "abs", "stretch")
+DEVICES = ("auto", "cpu", "cuda")
+
+DEFAULT_BORDER = "reflect"
+DEFAULT_POOL_MODE = "avg"
+DEFAULT_RANGE = "clip"
+DEFAULT_QUALITY = 95
+
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return `value` if it is one of `choices`, else raise a UsageError naming them."""
+    if value not in choices:
+        raise UsageError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    return value

@@ -1,0 +1,162 @@
+"""The shared torch pipeline: steps become an `nn.Sequential` of frozen layers, run on (N, 1, H, W).
+
+Every subcommand goes through `build` and `run`. Values are float32 in the image's units
+(0-255, or 0-65535 for 16-bit); each convolution is followed by its range mapping (CONTRACT §5),
+and only `run` rounds, at the very end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convfilter.errors import InputError, UsageError
+from convfilter.modes import DEVICES, check_choice
+from convfilter.steps import ConvStep, PoolStep, Step
+
+# CONTRACT §4 border names -> torch.nn.functional.pad modes ("reflect" is OpenCV's BORDER_REFLECT_101).
+PAD_MODES = {"reflect": "reflect", "replicate": "replicate", "zeros": "constant", "circular": "circular"}
+
+
+class RequireSize(nn.Module):
+    """Refuses (as a per-image InputError) an image smaller than the next layer can take."""
+
+    def __init__(self, min_height: int, min_width: int, reason: str):
+        super().__init__()
+        self.min_height, self.min_width, self.reason = min_height, min_width, reason
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height < self.min_height or width < self.min_width:
+            raise InputError(f"image is {width}x{height}, too small: {self.reason}")
+        return x
+
+
+class KernelConv2d(nn.Conv2d):
+    """An `nn.Conv2d` whose frozen weight is one kernel, padded by a border rule to keep the size.
+
+    Even sizes put the extra row/column of padding at the bottom/right (CONTRACT §3).
+    """
+
+    def __init__(self, weights, bias: float, border: str, stride: int = 1):
+        height, width = len(weights), len(weights[0])
+        super().__init__(1, 1, (height, width), stride=stride, padding=0, bias=True)
+        with torch.no_grad():
+            self.weight.copy_(torch.tensor(weights, dtype=torch.float32).view(1, 1, height, width))
+            self.bias.fill_(bias)
+        self.requires_grad_(False)
+        top, left = (height - 1) // 2, (width - 1) // 2
+        self.padding_lrtb = (left, width - 1 - left, top, height - 1 - top)
+        self.border = border
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.padding_lrtb):
+            x = F.pad(x, self.padding_lrtb, mode=PAD_MODES[self.border])
+        return super().forward(x)
+
+
+class ValueRange(nn.Module):
+    """CONTRACT §5: `clip` clamps, `abs` takes |v| then clamps, `stretch` maps min..max to the full range."""
+
+    def __init__(self, mode: str, max_value: float):
+        super().__init__()
+        self.mode, self.max_value = mode, max_value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "abs":
+            x = x.abs()
+        elif self.mode == "stretch":
+            low = x.amin(dim=(1, 2, 3), keepdim=True)
+            span = x.amax(dim=(1, 2, 3), keepdim=True) - low
+            stretched = (x - low) * (self.max_value / span.clamp_min(1e-30))
+            x = torch.where(span > 0, stretched, x)  # a constant image stays as it is
+        return x.clamp(0.0, self.max_value)
+
+
+class MinPool2d(nn.MaxPool2d):
+    """Min pooling: the max pool of the negated image, negated back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -super().forward(-x)
+
+
+def _conv_layers(step: ConvStep, max_value: float) -> list[nn.Module]:
+    height, width = len(step.weights), len(step.weights[0])
+    layers: list[nn.Module] = []
+    if step.border in ("reflect", "circular"):
+        # reflect cannot mirror more than side - 1 pixels; circular cannot wrap more than the side.
+        extra = 1 if step.border == "reflect" else 0
+        half_h, half_w = height // 2, width // 2
+        longer = "longer than" if extra else "at least"
+        layers.append(
+            RequireSize(
+                half_h + extra,
+                half_w + extra,
+                f"a {width}x{height} kernel with --border {step.border} needs each side "
+                f"{longer} {max(half_h, half_w)} pixels",
+            )
+        )
+    bias = step.bias * max_value / 255.0  # bias is given in 0-255 units
+    layers.append(KernelConv2d(step.weights, bias, step.border, step.stride))
+    layers.append(ValueRange(step.range, max_value))
+    return layers
+
+
+def _pool_layers(step: PoolStep) -> list[nn.Module]:
+    pool_class = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d, "min": MinPool2d}[step.mode]
+    options = {"count_include_pad": False} if step.mode == "avg" else {}
+    check = RequireSize(step.size, step.size, f"--size {step.size} pooling needs at least {step.size}x{step.size} pixels")
+    return [check, pool_class(step.size, step.stride, ceil_mode=step.ceil, **options)]
+
+
+def build(steps: list[Step], max_value: float = 255.0) -> nn.Sequential:
+    """The steps as one frozen `nn.Sequential`; repeat and stride are options of the layers."""
+    layers: list[nn.Module] = []
+    for step in steps:
+        if isinstance(step, ConvStep):
+            for _ in range(step.repeat):
+                layers.extend(_conv_layers(step, max_value))
+        else:
+            layers.extend(_pool_layers(step))
+    return nn.Sequential(*layers).eval().requires_grad_(False)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is cuda when available. On cuda, TF32 is switched off (CONTRACT §5: same ±1 as the CPU)."""
+    check_choice("device", name, DEVICES)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return torch.device(name)
+
+
+class Filter:
+    """A built pipeline on a device: call it with an (H, W) uint8/uint16 array, get one back."""
+
+    def __init__(self, steps: list[Step], device: str = "auto"):
+        self.steps = steps
+        self.device = resolve_device(device)
+        self._models: dict[float, nn.Sequential] = {}
+
+    def model(self, max_value: float) -> nn.Sequential:
+        if max_value not in self._models:
+            self._models[max_value] = build(self.steps, max_value).to(self.device)
+        return self._models[max_value]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return run(self.model(float(np.iinfo(image.dtype).max)), image[None], self.device)[0]
+
+
+def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """(N, H, W) integer images -> (N, H', W') of the same dtype, rounded to nearest and clamped."""
+    max_value = float(np.iinfo(images.dtype).max)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1).to(device)
+    with torch.inference_mode():
+        y = model(x).round_().clamp_(0.0, max_value)
+    return y.squeeze(1).cpu().numpy().astype(images.dtype)
