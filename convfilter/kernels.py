@@ -183,7 +183,7 @@ def parse_toml(text: str, origin: str) -> Kernel:
         position = _TOML_POSITION.search(message)
         if position:
             message = _TOML_POSITION.sub("", message)
-            raise KernelError(f"{origin}, line {position[1]}: invalid TOML: {message}") from None
+            raise KernelError(f"{origin}, line {position[1]}: invalid TOML: {message} (column {position[2]})") from None
         raise KernelError(f"{origin}: invalid TOML: {message}") from None
 
     def at(key: str) -> str:
@@ -279,10 +279,18 @@ def _looks_inline(spec: str) -> bool:
     return ";" in spec or "," in spec or (bool(_INLINE.fullmatch(spec)) and any(c.isdigit() for c in spec))
 
 
+def _is(test, path: Path) -> bool:
+    """`path.is_file()` or `is_dir()`, False where the name cannot be a path (too long, NUL...)."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
+
+
 def resolve(spec: str) -> Kernel:
     """SPEC as CONTRACT §3 orders it: an existing file, a name on the search path, an inline matrix."""
     path = Path(spec).expanduser()
-    if path.is_file():
+    if _is(Path.is_file, path):
         return load_file(path)
     if _NAME.fullmatch(spec):
         for directory in search_dirs():
@@ -292,7 +300,7 @@ def resolve(spec: str) -> Kernel:
                     return load_file(candidate)
     if _looks_inline(spec):
         return parse_inline(spec)
-    if path.is_dir():
+    if _is(Path.is_dir, path):
         raise KernelError(f"kernel {spec!r} is a directory, not a kernel file")
     if "/" in spec or path.suffix.lower() in KERNEL_SUFFIXES:
         raise KernelNotFoundError(f"kernel file {spec!r} not found")

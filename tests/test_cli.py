@@ -1,0 +1,335 @@
+"""The command line end to end: results against OpenCV/numpy, output names, exit codes, exact errors."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CAMERA, gray, run_process
+from convfilter import kernels
+from test_pipeline import max_diff, opencv_filter
+
+# ---------------------------------------------------------------------------- results (the issue's "Done when")
+
+
+@pytest.mark.parametrize("name", ["sharpen", "blur", "edge", "sobel-x", "gaussian5"])
+def test_apply_matches_opencv_reflect101(cli, camera_copy, camera, tmp_path, name):
+    out = tmp_path / "out.png"
+    result = cli("apply", camera_copy, "-k", name, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    expected = cv2.filter2D(camera, -1, np.array(kernels.resolve(name).weights(), np.float32),
+                            borderType=cv2.BORDER_REFLECT_101)
+    assert max_diff(gray(out), expected) <= 1
+
+
+@pytest.mark.parametrize("border", ["replicate", "zeros", "circular"])
+@pytest.mark.parametrize("name", ["sharpen", "blur", "edge", "sobel-x", "gaussian5"])
+def test_apply_borders_match_opencv(cli, camera_copy, camera, tmp_path, name, border):
+    out = tmp_path / "out.png"
+    assert cli("apply", camera_copy, "-k", name, "--border", border, "-o", out).exit_code == 0
+    assert max_diff(gray(out), opencv_filter(camera, kernels.resolve(name).weights(), border)) <= 1
+
+
+@pytest.mark.parametrize("mode, reduce", [("avg", np.mean), ("max", np.max)])
+def test_pool_matches_numpy_blocks(cli, camera_copy, camera, tmp_path, mode, reduce):
+    out = tmp_path / "out.png"
+    assert cli("pool", camera_copy, "--size", "2", "--mode", mode, "-o", out).exit_code == 0
+    blocks = camera.reshape(256, 2, 256, 2).astype(np.float64)
+    assert np.array_equal(gray(out), np.round(reduce(blocks, axis=(1, 3))).astype(np.uint8))
+
+
+def test_two_kernels_run_in_order(cli, camera_copy, camera, tmp_path):
+    out = tmp_path / "out.png"
+    assert cli("apply", camera_copy, "-k", "blur", "-k", "sharpen", "-o", out).exit_code == 0
+    blurred = cv2.filter2D(camera.astype(np.float32), -1, np.full((3, 3), 1 / 9, np.float32),
+                           borderType=cv2.BORDER_REFLECT_101)
+    sharpened = cv2.filter2D(blurred, -1, np.array(kernels.resolve("sharpen").weights(), np.float32),
+                             borderType=cv2.BORDER_REFLECT_101)
+    assert max_diff(gray(out), np.clip(np.round(sharpened), 0, 255)) <= 1
+
+
+def test_flip_is_true_convolution(cli, camera_copy, camera, tmp_path):
+    out = tmp_path / "out.png"
+    assert cli("apply", camera_copy, "-k", "emboss", "--flip", "-o", out).exit_code == 0
+    flipped = np.array(kernels.resolve("emboss").weights())[::-1, ::-1]
+    assert max_diff(gray(out), opencv_filter(camera, flipped, "reflect")) <= 1
+
+
+# ---------------------------------------------------------------------------- output names and safety
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["apply", "-k", "sharpen"], "photo_sharpen.png"),
+        (["apply", "-k", "blur", "-k", "edge"], "photo_blur+edge.png"),
+        (["apply", "-k", "0,-1,0;-1,5,-1;0,-1,0"], "photo_custom.png"),
+        (["apply", "-k", "sharpen", "--format", "jpg"], "photo_sharpen.jpg"),
+        (["pool", "--size", "3"], "photo_pool3.png"),
+    ],
+)
+def test_default_output_name_beside_the_input(cli, camera_copy, args, name):
+    result = cli(*args[:1], camera_copy, *args[1:])
+    assert result.exit_code == 0, result.stderr
+    target = camera_copy.parent / name
+    assert target.is_file()
+    assert result.stderr == f"wrote {target}\n"
+    with Image.open(target) as image:
+        assert image.format == ("JPEG" if name.endswith(".jpg") else "PNG")
+
+
+def test_output_directory_takes_the_input_name(cli, camera_copy, tmp_path):
+    assert cli("apply", camera_copy, "-k", "blur", "-o", f"{tmp_path}/new/").exit_code == 0
+    assert (tmp_path / "new" / "photo.png").is_file()
+    (tmp_path / "existing").mkdir()
+    assert cli("pool", camera_copy, "-o", tmp_path / "existing", "--format", "tiff").exit_code == 0
+    assert (tmp_path / "existing" / "photo.tiff").is_file()
+
+
+def test_quality_sets_jpeg_quality(cli, camera_copy, tmp_path):
+    low, high = tmp_path / "low.jpg", tmp_path / "high.jpg"
+    assert cli("apply", camera_copy, "-k", "identity", "-o", low, "--quality", "20").exit_code == 0
+    assert cli("apply", camera_copy, "-k", "identity", "-o", high).exit_code == 0
+    assert low.stat().st_size < high.stat().st_size / 2
+
+
+def test_an_input_is_never_overwritten(cli, camera_copy):
+    before = camera_copy.read_bytes()
+    result = cli("apply", camera_copy, "-k", "blur", "-o", camera_copy, "--overwrite")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{camera_copy}': output '{camera_copy}' is the input itself; "
+                             "convfilter never overwrites an input\n")
+    assert camera_copy.read_bytes() == before
+
+
+def test_existing_output_needs_overwrite_or_skip(cli, camera_copy):
+    target = camera_copy.parent / "photo_blur.png"
+    target.write_bytes(b"keep me")
+    result = cli("apply", camera_copy, "-k", "blur")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{camera_copy}': output '{target}' exists "
+                             "(use --overwrite or --skip-existing)\n")
+    assert target.read_bytes() == b"keep me"
+    result = cli("apply", camera_copy, "-k", "blur", "--skip-existing")
+    assert (result.exit_code, result.stderr, target.read_bytes()) == (0, f"skipped {target} (exists)\n", b"keep me")
+    assert cli("apply", camera_copy, "-k", "blur", "--overwrite").exit_code == 0
+    assert gray(target).shape == (512, 512)
+    assert [p.name for p in camera_copy.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_several_inputs_one_failing(cli, camera_copy, tmp_path):
+    result = cli("apply", camera_copy, tmp_path / "missing.png", "-k", "blur", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"wrote {tmp_path / 'out' / 'photo.png'}",
+        f"convfilter: error: '{tmp_path / 'missing.png'}': no such file",
+        "1 written, 0 skipped, 1 failed",
+    ]
+
+
+def test_quiet_prints_only_errors(cli, camera_copy):
+    result = cli("apply", camera_copy, "-k", "blur", "-q")
+    assert (result.exit_code, result.stderr) == (0, "")
+
+
+def test_show_displays_instead_of_writing(cli, camera_copy, monkeypatch):
+    shown = []
+    monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.size))
+    result = cli("apply", camera_copy, "-k", "blur", "--show")
+    assert (result.exit_code, shown) == (0, [(512, 512)])
+    assert sorted(p.name for p in camera_copy.parent.iterdir()) == ["photo.png"]
+
+
+# ---------------------------------------------------------------------------- standard input and output
+
+
+def test_stdin_to_stdout(cli, camera):
+    result = cli("pool", "--size", "2", "--mode", "max", input=CAMERA.read_bytes())
+    assert result.exit_code == 0
+    assert result.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    out = np.asarray(Image.open(__import__("io").BytesIO(result.stdout)))
+    assert np.array_equal(out, camera.reshape(256, 2, 256, 2).max(axis=(1, 3)))
+
+
+def test_shell_pipe_between_two_processes(tmp_path, camera):
+    """cat x.png | convfilter apply -k sharpen | convfilter pool --size 2 > y.png, as a shell runs it."""
+    python = shlex.quote(sys.executable)
+    command = (f"cat {shlex.quote(str(CAMERA))} | {python} -m convfilter apply -k sharpen "
+               f"| {python} -m convfilter pool --size 2 > y.png")
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=tmp_path, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    sharpened = opencv_filter(camera, kernels.resolve("sharpen").weights(), "reflect").astype(np.float64)
+    expected = np.round(sharpened.reshape(256, 2, 256, 2).mean(axis=(1, 3)))
+    assert max_diff(gray(tmp_path / "y.png"), expected) <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.png"]
+
+
+# ---------------------------------------------------------------------------- errors and exit codes
+
+
+def test_ragged_kernel_file_exits_2_with_file_and_line(cli, camera_copy, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n4 5 6\n7 8\n")
+    result = cli("apply", camera_copy, "-k", bad)
+    assert result.exit_code == 2
+    assert result.stderr == f"convfilter: error: kernel file '{bad}', line 3: expected 3 values like the first row, got 2\n"
+    assert not (tmp_path / "photo_bad.png").exists()
+
+
+def test_unknown_kernel_exits_2_with_suggestions(cli, camera_copy):
+    result = cli("apply", camera_copy, "-k", "sharpn")
+    assert result.exit_code == 2
+    assert result.stderr == "convfilter: error: unknown kernel 'sharpn'; did you mean 'sharpen' or 'unsharp5'?\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["apply", "-k", "blur", "--border", "mirror"], "unknown border 'mirror'; choose from reflect, replicate, zeros, circular"),
+        (["apply", "-k", "blur", "--range", "wrap"], "unknown range 'wrap'; choose from clip, abs, stretch"),
+        (["pool", "--mode", "median"], "unknown pool mode 'median'; choose from avg, max, min"),
+        (["pool", "--size", "0"], "--size must be at least 1, got 0"),
+        (["apply", "-k", "blur", "--repeat", "0"], "--repeat must be at least 1, got 0"),
+        (["apply"], "no kernel given; use -k NAME (see 'convfilter kernels')"),
+        (["apply", "-k", "blur", "--quality", "101"], "--quality must be between 1 and 100, got 101"),
+        (["apply", "-k", "blur", "-o", "x.nope"], "unknown output format '.nope'; choose from"),
+        (["apply", "-k", "laplacian", "--normalize"], "cannot normalize: the weights sum to 0"),
+        (["apply", "-k", "blur", "--device", "tpu"], "unknown device 'tpu'; choose from auto, cpu, cuda"),
+    ],
+)
+def test_usage_errors_exit_2_and_write_nothing(cli, camera_copy, args, message):
+    result = cli(*args[:1], camera_copy, *args[1:])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("convfilter: error: ") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in camera_copy.parent.iterdir()) == ["photo.png"]
+
+
+def put(name: str, data: bytes):
+    """A maker of a file `name` holding `data` in a test's directory."""
+
+    def make(directory: Path) -> Path:
+        (directory / name).write_bytes(data)
+        return directory / name
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.png", "no such file"),
+        (put("empty.png", b""), "empty file"),
+        (put("page.jpg", b"<html>hello</html>"), "not an image (Pillow cannot identify its format)"),
+        (put("cut.png", CAMERA.read_bytes()[:5000]), "truncated or corrupt image: "),
+        (lambda d: d, "is a directory, not an image file"),
+    ],
+)
+def test_bad_inputs_exit_1_with_one_line(cli, tmp_path, make, message):
+    source = make(tmp_path)
+    result = cli("apply", source, "-k", "blur", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"convfilter: error: '{source}': {message}")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_max_pixels_refuses_a_larger_image(cli, camera_copy, tmp_path):
+    result = cli("apply", camera_copy, "-k", "blur", "--max-pixels", "1000", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{camera_copy}': 512x512 is 262144 pixels, "
+                             "more than --max-pixels 1000\n")
+
+
+def test_image_too_small_for_reflect_is_a_per_file_error(cli, tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (2, 2), 100).save(tiny)
+    result = cli("apply", tiny, "-k", "gaussian5")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{tiny}': image is 2x2, too small: a 5x5 kernel with "
+                             "--border reflect needs each side longer than 2 pixels\n")
+    assert cli("apply", tiny, "-k", "gaussian5", "--border", "replicate").exit_code == 0
+
+
+ROOT_WITHOUT_SETPRIV = os.geteuid() == 0 and not shutil.which("setpriv")
+
+
+@pytest.mark.skipif(ROOT_WITHOUT_SETPRIV, reason="root reads any file; setpriv is needed to drop that power")
+def test_unreadable_input_exits_1_in_a_real_process(tmp_path):
+    source = tmp_path / "secret.png"
+    source.write_bytes(CAMERA.read_bytes())
+    source.chmod(0)
+    command = [sys.executable, "-m", "convfilter", "apply", str(source), "-k", "blur", "-o", "-"]
+    if os.geteuid() == 0:  # root reads any file: drop the capabilities that allow it
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    done = subprocess.run(command, capture_output=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"convfilter: error: '{source}': cannot read it: permission denied\n"
+    assert done.stdout == b""
+
+
+def test_no_traceback_for_an_internal_error_without_debug(cli, camera_copy, monkeypatch):
+    from convfilter import imageio
+
+    monkeypatch.setattr(imageio, "read_image", lambda *a, **k: 1 / 0)
+    result = cli("apply", camera_copy, "-k", "blur")
+    assert result.exit_code == 1
+    assert result.stderr == ("convfilter: error: internal error: ZeroDivisionError: division by zero "
+                             "(rerun with --debug for the traceback)\n")
+    with pytest.raises(ZeroDivisionError):
+        cli("--debug", "apply", camera_copy, "-k", "blur")
+
+
+# ---------------------------------------------------------------------------- kernels command, imports
+
+
+def test_kernels_lists_the_library(cli):
+    result = cli("kernels")
+    assert result.exit_code == 0
+    table = result.stdout.decode()
+    for name in ("identity", "sharpen", "sobel-x", "motion-blur"):
+        assert name in table
+    assert "built-in" in table
+
+
+def test_kernels_show_prints_the_matrix(cli):
+    result = cli("kernels", "show", "sobel-x")
+    assert result.exit_code == 0
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "sobel-x: 3x3, sum 0"
+    assert [line.split() for line in lines[-3:]] == [["-1", "0", "1"], ["-2", "0", "2"], ["-1", "0", "1"]]
+    missing = cli("kernels", "show", "sobelx")
+    assert (missing.exit_code, missing.stderr) == (
+        2, "convfilter: error: unknown kernel 'sobelx'; did you mean 'sobel-x' or 'sobel-y'?\n")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["kernels"], ["kernels", "show", "sobel-x"], ["apply", "--help"]])
+def test_help_and_kernels_do_not_import_torch(args):
+    code = (
+        "import sys\n"
+        f"sys.argv = ['convfilter', *{args!r}]\n"
+        "from convfilter.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'torchvision' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_python_dash_m_and_the_console_script(tmp_path):
+    done = run_process("--version")
+    assert (done.returncode, done.stdout.decode().split()[0]) == (0, "convfilter")
+    script = Path(sys.executable).parent / "convfilter"
+    done = subprocess.run([script, "pool", CAMERA, "-o", tmp_path / "x.png"], capture_output=True, timeout=300)
+    assert done.returncode == 0 and gray(tmp_path / "x.png").shape == (256, 256)

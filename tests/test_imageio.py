@@ -1,0 +1,122 @@
+"""Reading and writing images: grayscale rules, orientation, bit depth, atomic writes."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ASTRONAUT, CAMERA, SAMPLES, gray
+from convfilter import imageio
+from convfilter.errors import OutputError
+
+
+def test_rgb_png_becomes_pillow_luma(tmp_path):
+    rgb = tmp_path / "rgb.png"
+    Image.open(ASTRONAUT).save(rgb)
+    expected = np.asarray(Image.open(rgb).convert("L"))
+    assert np.array_equal(imageio.read_image(rgb), expected)
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "rocket.jpg"])
+def test_jpeg_is_decoded_to_its_luma_channel_like_opencv(name):
+    """The luma channel straight from the JPEG: the same pixels as OpenCV's IMREAD_GRAYSCALE."""
+    path = SAMPLES / name
+    assert np.array_equal(imageio.read_image(path), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+
+
+# orientation tag -> the numpy operation that shows the stored pixels upright
+ORIENTATIONS = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1, :],
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].T,
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    stored = np.arange(6 * 4, dtype=np.uint8).reshape(4, 6) * 10
+    path = tmp_path / "oriented.png"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, exif=exif)
+    assert np.array_equal(imageio.read_image(path), ORIENTATIONS[orientation](stored))
+
+
+def test_sixteen_bit_png_stays_sixteen_bit(tmp_path):
+    values = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    array = imageio.read_image(path)
+    assert array.dtype == np.uint16 and np.array_equal(array, values)
+    for fmt, suffix in (("PNG", ".png"), ("TIFF", ".tif")):
+        out = tmp_path / f"out{suffix}"
+        imageio.write_image(array, out, fmt, 95)
+        assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), values)
+
+
+def test_sixteen_bit_to_jpeg_is_scaled_to_eight_bits(tmp_path):
+    values = np.full((8, 8), 65535, np.uint16)
+    values[0, 0] = 257 * 100
+    out = tmp_path / "out.png"
+    imageio.write_image(imageio.to_8bit(values), out, "PNG", 95)
+    assert gray(out)[0, 0] == 100 and gray(out)[1, 1] == 255
+    imageio.write_image(np.full((16, 16), 257 * 100, np.uint16), tmp_path / "out.jpg", "JPEG", 95)
+    assert np.abs(gray(tmp_path / "out.jpg").astype(int) - 100).max() <= 1  # JPEG: within 1 level
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("L", (10, 10), value) for value in (30, 200, 90)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert Image.open(path).n_frames == 3
+    assert np.all(imageio.read_image(path) == 30)
+
+
+def test_write_is_atomic_when_encoding_fails(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+
+    def half_written(array, fmt, stream, quality):
+        stream.write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(imageio, "encode", half_written)
+    with pytest.raises(OutputError, match=r"^cannot write '.*out.png': No space left on device$"):
+        imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_refuses_an_existing_file_and_leaves_it(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    with pytest.raises(OutputError, match=r"exists \(use --overwrite or --skip-existing\)$"):
+        imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95)
+    assert target.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+    imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95, overwrite=True)
+    assert gray(target).shape == (4, 4)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    target = tmp_path / "out.png"
+    imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("name, fmt", [("jpg", "JPEG"), (".PNG", "PNG"), ("tif", "TIFF"), ("webp", "WEBP"), ("bmp", "BMP")])
+def test_format_names(name, fmt):
+    assert imageio.format_for(name) == fmt
+
+
+def test_camera_sample_is_a_grayscale_png():
+    with Image.open(CAMERA) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "L", (512, 512))

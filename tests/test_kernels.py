@@ -1,0 +1,222 @@
+"""The kernel parser, the search path and the folding of options (no torch involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convfilter import kernels
+from convfilter.errors import KernelError, KernelNotFoundError
+from convfilter.steps import conv_steps
+
+BUILTIN = [
+    "identity", "sharpen", "blur", "gaussian3", "gaussian5", "edge", "laplacian", "sobel-x", "sobel-y",
+    "prewitt-x", "prewitt-y", "emboss", "outline", "unsharp5", "motion-blur",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_search_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("CONVFILTER_KERNEL_PATH", raising=False)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------- the built-in library
+
+
+def test_every_contract_kernel_is_built_in_with_a_description():
+    found = kernels.available()
+    assert set(BUILTIN) <= set(found)
+    for name in BUILTIN:
+        kernel = kernels.load_file(found[name])
+        assert kernel.description, name
+        assert found[name].parent == kernels.builtin_dir()
+
+
+def test_seed_edge_kernel_is_centre_one_others_minus_a_ninth():
+    weights = np.array(kernels.resolve("edge").weights())
+    expected = np.full((3, 3), -1 / 9)
+    expected[1, 1] = 1
+    np.testing.assert_allclose(weights, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("sharpen", [[0, -1, 0], [-1, 5, -1], [0, -1, 0]]),
+        ("blur", np.full((3, 3), 1 / 9)),
+        ("gaussian3", np.outer([1, 2, 1], [1, 2, 1]) / 16),
+        ("gaussian5", np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256),
+        ("sobel-x", [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]),
+        ("sobel-y", [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]),
+        ("laplacian", [[0, 1, 0], [1, -4, 1], [0, 1, 0]]),
+        ("motion-blur", np.eye(9) / 9),
+    ],
+)
+def test_builtin_weights(name, expected):
+    np.testing.assert_allclose(np.array(kernels.resolve(name).weights()), expected, rtol=0, atol=1e-12)
+
+
+def test_unsharp5_is_identity_plus_image_minus_gaussian():
+    gaussian = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256
+    identity = np.zeros((5, 5))
+    identity[2, 2] = 1
+    np.testing.assert_allclose(
+        np.array(kernels.resolve("unsharp5").weights()), 2 * identity - gaussian, rtol=0, atol=1e-12
+    )
+
+
+# ---------------------------------------------------------------------------- formats
+
+
+def test_toml_file_with_every_key(tmp_path):
+    path = write(tmp_path, "k.toml", 'description = "mine"\nscale = 2\nbias = "1/2"\nrange = "abs"\n'
+                 'weights = [[1, "1/4"], [0.5, -1]]\n')
+    kernel = kernels.resolve(str(path))
+    assert (kernel.name, kernel.description, kernel.bias, kernel.range) == ("k", "mine", 0.5, "abs")
+    assert kernel.weights() == ((2.0, 0.5), (1.0, -2.0))
+
+
+def test_plain_matrix_with_comments_commas_tabs_and_fractions(tmp_path):
+    path = write(tmp_path, "k.txt", "# a comment\n\n1, 2\t3  # trailing\n\n-1/2 0 1e1\n")
+    assert kernels.resolve(str(path)).weights() == ((1, 2, 3), (-0.5, 0, 10))
+
+
+def test_inline_matrix():
+    kernel = kernels.resolve("0,-1,0; -1,5,-1; 0,-1,0")
+    assert kernel.name == "custom"
+    assert kernel.weights() == ((0, -1, 0), (-1, 5, -1), (0, -1, 0))
+    assert kernels.resolve("1/9 1/9").weights() == ((1 / 9, 1 / 9),)
+    assert kernels.resolve("2").weights() == ((2.0,),)
+
+
+def test_even_and_rectangular_sizes_up_to_63(tmp_path):
+    path = write(tmp_path, "wide.txt", "\n".join([" ".join(["1"] * 63)] * 2))
+    kernel = kernels.resolve(str(path))
+    assert (kernel.height, kernel.width) == (2, 63)
+
+
+# ---------------------------------------------------------------------------- folding options
+
+
+def test_normalize_scale_and_flip_fold_into_the_weights():
+    kernel = kernels.resolve("1,2;3,4").with_options(normalize=True, scale=10)
+    assert kernel.weights() == ((1.0, 2.0), (3.0, 4.0))
+    assert kernel.weights(flip=True) == ((4.0, 3.0), (2.0, 1.0))
+    step = conv_steps(["1,2;3,4"], border="reflect", normalize=True, scale=10, bias=5, flip=True)[0]
+    assert step.weights == ((4.0, 3.0), (2.0, 1.0))
+    assert step.bias == 5
+
+
+def test_command_line_overrides_the_file(tmp_path):
+    path = write(tmp_path, "k.toml", 'normalize = true\nrange = "abs"\nweights = [[1, 3]]\n')
+    assert conv_steps([str(path)], border="reflect")[0].weights == ((0.25, 0.75),)
+    step = conv_steps([str(path)], border="reflect", normalize=False, range="stretch")[0]
+    assert (step.weights, step.range) == (((1.0, 3.0),), "stretch")
+
+
+def test_zero_sum_kernel_cannot_be_normalized():
+    with pytest.raises(KernelError, match=r"^kernel file '.*laplacian.toml': cannot normalize: the weights sum to 0$"):
+        conv_steps(["laplacian"], border="reflect", normalize=True)
+
+
+# ---------------------------------------------------------------------------- the search path
+
+
+def test_search_path_order_env_then_user_then_builtin(tmp_path, monkeypatch):
+    env_dir, config = tmp_path / "env", tmp_path / "config"
+    user_dir = config / "convfilter" / "kernels"
+    env_dir.mkdir()
+    user_dir.mkdir(parents=True)
+    write(user_dir, "sharpen.toml", "weights = [[2]]")
+    write(user_dir, "mine.txt", "3")
+    assert kernels.resolve("sharpen").weights() == ((2.0,),)  # the user directory shadows the built-in
+    assert kernels.resolve("mine").weights() == ((3.0,),)
+    write(env_dir, "sharpen.txt", "4")
+    monkeypatch.setenv("CONVFILTER_KERNEL_PATH", f"{tmp_path / 'missing'}:{env_dir}")
+    assert kernels.resolve("sharpen").weights() == ((4.0,),)
+    assert kernels.available()["sharpen"] == env_dir / "sharpen.txt"
+    assert kernels.available()["blur"].parent == kernels.builtin_dir()
+
+
+def test_an_existing_file_comes_before_a_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "sharpen", "7")
+    assert kernels.resolve("sharpen").weights() == ((7.0,),)
+
+
+# ---------------------------------------------------------------------------- errors: exact messages
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("k.txt", "1 2 3\n4 5\n", "kernel file '{p}', line 2: expected 3 values like the first row, got 2"),
+        ("k.txt", "# c\n1 2\n\n1 x\n", "kernel file '{p}', line 4: 'x' is not a number"),
+        ("k.txt", "1 nan\n", "kernel file '{p}', line 1: value 'nan' is not finite"),
+        ("k.txt", "1 2\n-inf 1\n", "kernel file '{p}', line 2: value '-inf' is not finite"),
+        ("k.txt", "1 1/0\n", "kernel file '{p}', line 1: '1/0' divides by zero"),
+        ("k.txt", "", "kernel file '{p}': no weights (it is empty or holds only comments)"),
+        ("k.txt", "# only\n# comments\n", "kernel file '{p}': no weights (it is empty or holds only comments)"),
+        ("k.txt", "\n".join(["1"] * 64), "kernel file '{p}', line 64: more than 63 rows; the most allowed is 63"),
+        ("k.txt", " ".join(["1"] * 64), "kernel file '{p}', line 1: 64 values in a row; the most allowed is 63"),
+        ("k.toml", "weights = [\n  [1, 2],\n  [3],\n]\n",
+         "kernel file '{p}', line 3: expected 2 values like the first row, got 1"),
+        ("k.toml", "weights = [[1, nan]]\n", "kernel file '{p}', line 1: value nan is not finite"),
+        ("k.toml", "weights = [[]]\n", "kernel file '{p}', line 1: empty row"),
+        ("k.toml", "weights = []\n", "kernel file '{p}', line 1: no weights (it is empty or holds only comments)"),
+        ("k.toml", "description = 'x'\n", "kernel file '{p}': missing the required key 'weights' (a list of rows)"),
+        ("k.toml", "weights = [[1]]\nsize = 3\n",
+         "kernel file '{p}', line 2: unknown key 'size'; allowed keys: weights, description, scale, bias, normalize, range"),
+        ("k.toml", "weights = [[1]]\nrange = 'wrap'\n",
+         "kernel file '{p}', line 2: unknown range 'wrap'; choose from clip, abs, stretch"),
+        ("k.toml", "weights = [[1]]\nnormalize = 'yes'\n", "kernel file '{p}', line 2: 'normalize' must be true or false"),
+        ("k.toml", "weights = [[1]]\nscale = 'big'\n", "kernel file '{p}', line 2: 'scale': 'big' is not a number"),
+        ("k.toml", "weights = [[true]]\n", "kernel file '{p}', line 1: expected a number, got true"),
+        ("k.toml", "weights = 3\n", "kernel file '{p}', line 1: 'weights' must be a list of rows, e.g. [[0, -1, 0], ...]"),
+        ("k.toml", "weights = [[1, 2]]\nscale = \n", "kernel file '{p}', line 2: invalid TOML: Invalid value (column 9)"),
+        ("k.toml", "weights = [[1, 2]\n", "kernel file '{p}': invalid TOML: Unclosed array (at end of document)"),
+    ],
+)
+def test_kernel_file_errors_name_file_and_line(tmp_path, name, text, message):
+    path = write(tmp_path, name, text)
+    with pytest.raises(KernelError) as raised:
+        kernels.resolve(str(path))
+    assert str(raised.value) == message.format(p=path)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("1,2;3", "inline kernel '1,2;3', row 2: expected 2 values like the first row, got 1"),
+        ("1,a;3,4", "inline kernel '1,a;3,4', row 1: 'a' is not a number"),
+        ("1, nan", "inline kernel '1, nan', row 1: value 'nan' is not finite"),
+    ],
+)
+def test_inline_errors_name_the_row(spec, message):
+    with pytest.raises(KernelError) as raised:
+        kernels.resolve(spec)
+    assert str(raised.value) == message
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(KernelNotFoundError) as raised:
+        kernels.resolve("sobelx")
+    assert str(raised.value) == "unknown kernel 'sobelx'; did you mean 'sobel-x' or 'sobel-y'?"
+
+
+def test_unknown_name_without_close_match_lists_the_names():
+    with pytest.raises(KernelNotFoundError) as raised:
+        kernels.resolve("zzzz")
+    assert str(raised.value).startswith("unknown kernel 'zzzz'; known kernels: blur, edge, emboss,")
+
+
+def test_missing_kernel_file():
+    with pytest.raises(KernelNotFoundError, match=r"^kernel file 'nope/k.toml' not found$"):
+        kernels.resolve("nope/k.toml")

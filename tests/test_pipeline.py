@@ -1,0 +1,255 @@
+"""The shared torch pipeline against exact hand-made cases and independent references.
+
+References: OpenCV `filter2D` (and `copyMakeBorder` for the wrap border, which `filter2D`
+refuses), scipy.ndimage.correlate, and numpy block reductions. Tolerance: 1 level (atol=1) for
+convolutions, which round a float32 sum; exact for pooling, whose results are exact in float32.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+from convfilter import kernels, pipeline
+from convfilter.errors import InputError
+from convfilter.steps import ConvStep, conv_steps, pool_step
+
+from test_kernels import BUILTIN
+
+CV_BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE, "zeros": cv2.BORDER_CONSTANT}
+SCIPY_MODES = {"reflect": "mirror", "replicate": "nearest", "zeros": "constant", "circular": "wrap"}
+
+
+def opencv_filter(image: np.ndarray, weights, border: str) -> np.ndarray:
+    """OpenCV's filter2D with the contract's anchor: the extra padding of even sizes at the bottom/right."""
+    k = np.asarray(weights, dtype=np.float32)
+    height, width = k.shape
+    top, left = (height - 1) // 2, (width - 1) // 2
+    if border == "circular":
+        padded = cv2.copyMakeBorder(image, top, height - 1 - top, left, width - 1 - left, cv2.BORDER_WRAP)
+        return cv2.filter2D(padded, -1, k, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[: image.shape[0], : image.shape[1]]
+    return cv2.filter2D(image, -1, k, anchor=(left, top), borderType=CV_BORDERS[border])
+
+
+def scipy_filter(image: np.ndarray, weights, border: str, bias: float = 0.0) -> np.ndarray:
+    """scipy.ndimage.correlate in float64 (origin -1 on even axes puts the anchor at (k-1)//2), clipped."""
+    k = np.asarray(weights, dtype=np.float64)
+    origin = [-1 if n % 2 == 0 else 0 for n in k.shape]
+    out = ndi.correlate(image.astype(np.float64), k, mode=SCIPY_MODES[border], cval=0.0, origin=origin) + bias
+    return np.clip(np.round(out), 0, np.iinfo(image.dtype).max).astype(image.dtype)
+
+
+def apply(image, specs, border="reflect", **options):
+    return pipeline.Filter(conv_steps(specs, border=border, **options), "cpu")(image)
+
+
+def max_diff(a, b) -> int:
+    assert a.shape == b.shape
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
+
+
+# ---------------------------------------------------------------------------- exact: impulses
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("flip", [False, True])
+def test_impulse_response_is_the_kernel(name, flip):
+    """A single 1 in zeros: correlation returns the kernel rotated 180 degrees; --flip
+    (true convolution) returns the kernel as written."""
+    step = conv_steps([name], border="zeros", flip=flip)[0]
+    layer = pipeline.KernelConv2d(step.weights, 0.0, "zeros")
+    impulse = torch.zeros(1, 1, 21, 21)
+    impulse[0, 0, 10, 10] = 1.0
+    with torch.inference_mode():
+        response = layer(impulse)[0, 0].numpy()
+    k = np.array(kernels.resolve(name).weights())
+    height, width = k.shape
+    top, left = 10 - height // 2, 10 - width // 2  # the anchor is at (k-1)//2, so the patch starts here
+    patch = response[top: top + height, left: left + width]
+    expected = k if flip else k[::-1, ::-1]
+    np.testing.assert_allclose(patch, expected, rtol=0, atol=1e-6)
+    assert np.count_nonzero(response) == np.count_nonzero(expected)
+
+
+def test_even_kernel_puts_extra_padding_bottom_right():
+    image = np.zeros((6, 6), np.uint8)
+    image[2, 2] = 100
+    out = apply(image, ["1,2;3,4"], border="zeros", normalize=False)
+    # anchor (0, 0): out[y, x] = sum w[i, j] * in[y + i, x + j]
+    assert out[2, 2] == 100 and out[1, 1] == 255 and out[1, 2] == 255 and out[2, 1] == 200
+    assert np.count_nonzero(out) == 4
+
+
+# ---------------------------------------------------------------------------- references on a real photo
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
+@pytest.mark.parametrize("name", ["sharpen", "blur", "edge", "sobel-x", "gaussian5", "emboss", "unsharp5", "motion-blur"])
+def test_builtin_kernels_match_opencv_on_a_photo(camera, name, border):
+    weights = kernels.resolve(name).weights()
+    assert max_diff(apply(camera, [name], border), opencv_filter(camera, weights, border)) <= 1
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
+@pytest.mark.parametrize("shape", [(1, 4), (2, 2), (4, 1), (4, 6), (7, 3), (15, 15), (31, 31)])
+def test_random_kernels_of_any_shape_match_scipy_and_opencv(camera, border, shape):
+    rng = np.random.default_rng(sum(shape))
+    weights = rng.normal(size=shape) / np.sqrt(np.prod(shape))
+    spec = ";".join(",".join(repr(float(v)) for v in row) for row in weights)
+    image = camera[:97, :130]  # odd and even sides
+    out = apply(image, [spec], border, bias=40)
+    assert max_diff(out, scipy_filter(image, weights, border, bias=40)) <= 1
+    ours = apply(image, [spec], border)
+    assert max_diff(ours, opencv_filter(image, weights, border)) <= 1
+
+
+def test_sixteen_bit_stays_sixteen_bit_and_matches_scipy(camera):
+    image = camera.astype(np.uint16) * 257 + np.arange(camera.shape[1], dtype=np.uint16)
+    out = apply(image, ["sharpen"])
+    assert out.dtype == np.uint16
+    assert max_diff(out, scipy_filter(image, kernels.resolve("sharpen").weights(), "reflect")) <= 1
+
+
+def test_bias_is_in_0_255_units_for_16_bit():
+    image = np.full((5, 5), 1000, np.uint16)
+    assert apply(image, ["identity"], bias=1)[0, 0] == 1000 + 257
+
+
+def test_repeat_equals_giving_the_kernel_twice_and_chains_unrounded(camera):
+    twice = apply(camera, ["blur"], repeat=2)
+    assert np.array_equal(twice, apply(camera, ["blur", "blur"]))
+    # between steps values are float32, not rounded: compare with scipy run twice in float64
+    once = ndi.correlate(camera.astype(np.float64), np.full((3, 3), 1 / 9), mode="mirror")
+    reference = np.round(ndi.correlate(once, np.full((3, 3), 1 / 9), mode="mirror"))
+    assert max_diff(twice, reference.astype(np.uint8)) <= 1
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_stride_keeps_every_nth_pixel(camera, stride):
+    image = camera[:101, :100]
+    out = apply(image, ["sharpen"], stride=stride)
+    assert out.shape == (-(-101 // stride), -(-100 // stride))
+    assert np.array_equal(out, apply(image, ["sharpen"])[::stride, ::stride])
+
+
+# ---------------------------------------------------------------------------- range modes
+
+
+@pytest.fixture
+def step_edge():
+    image = np.full((8, 10), 50, np.uint8)
+    image[:, 5:] = 200
+    return image
+
+
+def test_range_clip_abs_stretch_on_a_step_edge(step_edge):
+    raw = ndi.correlate(step_edge.astype(np.float64), np.array(kernels.resolve("laplacian").weights()), mode="mirror")
+    assert raw.min() == -150 and raw.max() == 150  # the Laplacian of the edge is negative on one side
+    clip = apply(step_edge, ["laplacian"], range="clip")
+    assert np.array_equal(clip, np.clip(raw, 0, 255).astype(np.uint8))
+    assert clip[:, 5].max() == 0 and clip[:, 4].min() == 150
+    absolute = apply(step_edge, ["laplacian"], range="abs")
+    assert np.array_equal(absolute, np.abs(raw).astype(np.uint8))
+    assert absolute[:, 5].min() == 150
+    stretch = apply(step_edge, ["laplacian"], range="stretch")
+    assert np.array_equal(stretch, np.round((raw + 150) * 255 / 300).astype(np.uint8))
+    assert stretch.min() == 0 and stretch.max() == 255
+
+
+def test_stretch_leaves_a_constant_image_and_values_never_wrap():
+    flat = np.full((6, 6), 77, np.uint8)
+    assert np.array_equal(apply(flat, ["identity"], range="stretch"), flat)
+    bright = np.full((6, 6), 250, np.uint8)
+    assert apply(bright, ["identity"], scale=3)[0, 0] == 255  # not (750 mod 256)
+    assert apply(bright, ["identity"], scale=-1)[0, 0] == 0
+
+
+def test_kernel_file_range_is_the_default(tmp_path, step_edge):
+    path = tmp_path / "lap.toml"
+    path.write_text('range = "abs"\nweights = [[0, 1, 0], [1, -4, 1], [0, 1, 0]]\n')
+    assert apply(step_edge, [str(path)])[:, 5].min() == 150
+    assert apply(step_edge, [str(path)], range="clip")[:, 5].max() == 0
+
+
+# ---------------------------------------------------------------------------- pooling
+
+
+def numpy_pool(image: np.ndarray, size: int, stride: int, mode: str, ceil: bool) -> np.ndarray:
+    """Windows by explicit slicing; a partial window (ceil) reduces over the pixels that exist.
+    As in torch's ceil_mode, a window must start inside the image."""
+    height, width = image.shape
+    count = (lambda n: -(-(n - size) // stride) + 1) if ceil else (lambda n: (n - size) // stride + 1)
+    rows = [r for r in range(count(height)) if r * stride < height]
+    cols = [c for c in range(count(width)) if c * stride < width]
+    reduce = {"avg": np.mean, "max": np.max, "min": np.min}[mode]
+    out = np.array([[reduce(image[r * stride: r * stride + size, c * stride: c * stride + size].astype(np.float64))
+                     for c in cols] for r in rows])
+    return np.round(out).astype(image.dtype)
+
+
+def pool(image, **options):
+    return pipeline.Filter([pool_step(**options)], "cpu")(image)
+
+
+def test_pool_2x2_avg_and_max_equal_block_mean_and_max(camera):
+    blocks = camera.reshape(256, 2, 256, 2).astype(np.float64)
+    assert np.array_equal(pool(camera, size=2, stride=None, mode="avg", ceil=False),
+                          np.round(blocks.mean(axis=(1, 3))).astype(np.uint8))
+    assert np.array_equal(pool(camera, size=2, stride=None, mode="max", ceil=False), blocks.max(axis=(1, 3)))
+    assert np.array_equal(pool(camera, size=2, stride=None, mode="min", ceil=False), blocks.min(axis=(1, 3)))
+
+
+@pytest.mark.parametrize("mode", ["avg", "max", "min"])
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 3), (3, 2), (2, 3), (5, 4)])
+@pytest.mark.parametrize("ceil", [False, True])
+def test_pool_matches_numpy(camera, mode, size, stride, ceil):
+    image = camera[:53, :47]
+    out = pool(image, size=size, stride=stride, mode=mode, ceil=ceil)
+    expected = numpy_pool(image, size, stride, mode, ceil)
+    assert out.shape == expected.shape
+    assert np.array_equal(out, expected)
+
+
+def test_pool_output_shape_formula():
+    image = np.zeros((10, 7), np.uint8)
+    assert pool(image, size=3, stride=2, mode="avg", ceil=False).shape == ((10 - 3) // 2 + 1, (7 - 3) // 2 + 1)
+    assert pool(image, size=3, stride=2, mode="avg", ceil=True).shape == (-(-(10 - 3) // 2) + 1, -(-(7 - 3) // 2) + 1)
+
+
+# ---------------------------------------------------------------------------- too small, devices
+
+
+@pytest.mark.parametrize(
+    "shape, border, message",
+    [
+        ((2, 9), "reflect", "image is 9x2, too small: a 5x5 kernel with --border reflect needs each side longer than 2 pixels"),
+        ((9, 1), "circular", "image is 1x9, too small: a 5x5 kernel with --border circular needs each side at least 2 pixels"),
+    ],
+)
+def test_image_too_small_for_the_border_is_an_input_error(shape, border, message):
+    with pytest.raises(InputError) as raised:
+        apply(np.zeros(shape, np.uint8), ["gaussian5"], border)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("border", ["replicate", "zeros"])
+def test_tiny_images_work_with_replicate_and_zeros(border):
+    image = np.array([[10, 200, 30]], np.uint8)
+    weights = kernels.resolve("gaussian5").weights()
+    assert max_diff(apply(image, ["gaussian5"], border), scipy_filter(image, weights, border)) <= 1
+
+
+def test_pool_larger_than_image_is_an_input_error():
+    with pytest.raises(InputError, match=r"^image is 3x3, too small: --size 4 pooling needs at least 4x4 pixels$"):
+        pool(np.zeros((3, 3), np.uint8), size=4, stride=None, mode="max", ceil=True)
+
+
+def test_layers_are_frozen_conv2d_modules():
+    model = pipeline.build(conv_steps(["sharpen", "blur"], border="reflect", repeat=2))
+    convs = [m for m in model if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4
+    assert all(not p.requires_grad for p in model.parameters())
+    assert not model.training
