@@ -36,7 +36,8 @@ def _error(message: str) -> None:
 
 
 def reports_errors(command: Callable) -> Callable:
-    """Turn ConvfilterError into one `convfilter: error:` line and its exit code (CONTRACT §7)."""
+    """Turn ConvfilterError into one `convfilter: error:` line and its exit code, Ctrl-C into
+    exit 130 (CONTRACT §7); the parser's own Ctrl-C handling would say "Aborted!" and exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -47,7 +48,10 @@ def reports_errors(command: Callable) -> Callable:
                 raise
             _error(str(error))
             raise typer.Exit(error.exit_code) from None
-        except (KeyboardInterrupt, typer.Exit):
+        except KeyboardInterrupt:
+            sys.stderr.write("convfilter: interrupted\n")
+            raise typer.Exit(130) from None
+        except typer.Exit:
             raise
         except Exception as error:  # a bug: still one line, the traceback with --debug
             if _debug:

@@ -290,6 +290,18 @@ def test_no_traceback_for_an_internal_error_without_debug(cli, camera_copy, monk
         cli("--debug", "apply", camera_copy, "-k", "blur")
 
 
+def test_interrupt_exits_130_and_leaves_nothing(cli, camera_copy, monkeypatch):
+    from convfilter import imageio
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imageio, "encode", interrupted)
+    result = cli("apply", camera_copy, "-k", "blur")
+    assert (result.exit_code, result.stderr) == (130, "convfilter: interrupted\n")
+    assert sorted(p.name for p in camera_copy.parent.iterdir()) == ["photo.png"]
+
+
 # ---------------------------------------------------------------------------- kernels command, imports
 
 
@@ -300,6 +312,18 @@ def test_kernels_lists_the_library(cli):
     for name in ("identity", "sharpen", "sobel-x", "motion-blur"):
         assert name in table
     assert "built-in" in table
+
+
+def test_kernels_lists_a_broken_user_kernel_with_its_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one table row a line
+    user = tmp_path / "config" / "convfilter" / "kernels"
+    user.mkdir(parents=True)
+    (user / "mine.txt").write_text("1 2\n3\n")
+    result = cli("kernels")
+    assert result.exit_code == 0
+    table = result.stdout.decode()
+    [row] = [line for line in table.splitlines() if " mine " in line]
+    assert f"kernel file '{user / 'mine.txt'}', line 2: expected 2 values like the first row, got 1" in row
 
 
 def test_kernels_show_prints_the_matrix(cli):
