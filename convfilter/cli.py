@@ -5,8 +5,12 @@ torch is imported only inside the commands that filter, so `--help` and `kernels
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
+from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -87,7 +91,8 @@ def main_options(
 
 Inputs = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Image files, or '-' for standard input (the default when it is a pipe).", show_default=False),
+    typer.Argument(help="Image files, directories (-r: with subfolders), quoted globs, or '-' for standard "
+                   "input (the default when it is a pipe).", show_default=False),
 ]
 Output = Annotated[
     Optional[str],
@@ -115,64 +120,160 @@ MaxPixels = Annotated[
 ]
 
 
-def _run(
-    steps: list[Step],
-    inputs: Optional[list[str]],
-    output: Optional[str],
-    fmt: Optional[str],
-    quality: int,
-    overwrite: bool,
-    skip_existing: bool,
-    show: bool,
-    quiet: bool,
-    device: str,
-    max_pixels: Optional[int],
-) -> None:
-    """Plan, build the pipeline, process every job, report; exit 1 if any input failed."""
-    from convfilter import imageio, outputs, process, steps as steps_module
+Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Take images in subfolders of directory inputs too.")]
+FromList = Annotated[
+    Optional[str],
+    typer.Option("--from", help="Also read input paths from FILE, one a line ('-': standard input).",
+                 show_default=False),
+]
+Null = Annotated[bool, typer.Option("--null", "-0", help="--from lists are NUL-separated (find -print0).")]
+Jobs = Annotated[Optional[int], typer.Option("-j", "--jobs", help="Worker threads. Default: the number of cores.",
+                                             show_default=False)]
+Shard = Annotated[
+    Optional[str],
+    typer.Option("--shard", help="Process only the K-th of N deterministic slices of the inputs, e.g. 2/8.",
+                 show_default=False),
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (input -> output) and write nothing.")]
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed input.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the summary and per-file results as JSON on standard output.")]
 
-    if not inputs:
-        if sys.stdin.isatty():
-            raise UsageError("no input: give an image file, or pipe one on standard input")
-        inputs = [imageio.STDIO]
-    if overwrite and skip_existing:
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every filtering command shares (inputs, outputs, batch, reporting)."""
+
+    inputs: list[str]
+    output: Optional[str]
+    fmt: Optional[str]
+    quality: int
+    overwrite: bool
+    skip_existing: bool
+    show: bool
+    quiet: bool
+    device: str
+    max_pixels: Optional[int]
+    recursive: bool
+    from_list: Optional[str]
+    null: bool
+    jobs: Optional[int]
+    shard: Optional[str]
+    dry_run: bool
+    fail_fast: bool
+    json: bool
+
+
+def _check(run: RunOptions) -> None:
+    if run.overwrite and run.skip_existing:
         raise UsageError("--overwrite and --skip-existing cannot be used together")
-    if not 1 <= quality <= 100:
-        raise UsageError(f"--quality must be between 1 and 100, got {quality}")
-    if max_pixels is not None and max_pixels < 1:
-        raise UsageError(f"--max-pixels must be at least 1, got {max_pixels}")
-    jobs = outputs.plan(inputs, output, steps_module.op_name(steps), fmt, show)
-    if any(job.target == imageio.STDIO for job in jobs) and sys.stdout.isatty():
+    if not 1 <= run.quality <= 100:
+        raise UsageError(f"--quality must be between 1 and 100, got {run.quality}")
+    if run.max_pixels is not None and run.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be at least 1, got {run.max_pixels}")
+    if run.jobs is not None and run.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {run.jobs}")
+    if run.null and run.from_list is None:
+        raise UsageError("--null describes a --from list; give --from FILE or --from -")
+
+
+def _listed(run: RunOptions) -> list[str]:
+    """The paths of a --from list."""
+    from convfilter.inputs import read_list
+
+    if run.from_list is None:
+        return []
+    if run.from_list == "-":
+        return read_list(sys.stdin.buffer, run.null)
+    try:
+        with open(run.from_list, "rb") as stream:
+            return read_list(stream, run.null)
+    except OSError as error:
+        raise UsageError(f"--from {run.from_list!r}: cannot read it: {error.strerror or error}") from None
+
+
+def _run(steps: list[Step], run: RunOptions) -> None:
+    """Expand, plan, build the pipeline, process every job, report; exit 1 if any input failed."""
+    import json
+    import os
+
+    from convfilter import imageio, inputs, outputs, process
+    from convfilter.reporting import Reporter
+    from convfilter.steps import op_name
+
+    _check(run)
+    shard = inputs.parse_shard(run.shard) if run.shard else None
+    arguments = list(run.inputs)
+    if not arguments and run.from_list is None:
+        if sys.stdin.isatty():
+            raise UsageError("no input: give image files or directories, or pipe one on standard input")
+        arguments = [imageio.STDIO]
+    if run.from_list == "-" and imageio.STDIO in arguments:
+        raise UsageError("--from - and '-' both want standard input")
+    expansion = inputs.expand(arguments, run.recursive, _listed(run))
+    jobs = outputs.plan(expansion.sources, run.output, op_name(steps), run.fmt, run.show, expansion.batch)
+    if shard:
+        jobs = outputs.shard(jobs, *shard)
+    to_stdout = any(job.target == imageio.STDIO for job in jobs)
+    if to_stdout and (run.json or run.dry_run):
+        raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
+    if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write image data to a terminal; use -o FILE or a pipe")
+    if run.dry_run:
+        for job in jobs:
+            print(f"{job.source} -> {job.target if job.target is not None else '(shown only)'}")
+        return
 
-    from convfilter.pipeline import Filter  # imports torch
+    from convfilter.pipeline import Filter, share_threads  # imports torch
 
+    workers = run.jobs or os.cpu_count() or 1
+    share_threads(min(workers, len(jobs)))
     options = process.WriteOptions(
-        quality=quality,
-        overwrite=overwrite,
-        skip_existing=skip_existing,
-        show=show,
-        max_pixels=max_pixels or imageio.DEFAULT_MAX_PIXELS,
+        quality=run.quality,
+        overwrite=run.overwrite,
+        skip_existing=run.skip_existing,
+        show=run.show,
+        max_pixels=run.max_pixels or imageio.DEFAULT_MAX_PIXELS,
+        workers=workers,
+        fail_fast=run.fail_fast,
+        debug=_debug,
     )
-
-    def note(message: str) -> None:
-        if not quiet:
-            sys.stderr.write(message + "\n")
-
-    summary = process.process(
-        jobs,
-        Filter(steps, device),
-        options,
-        stdin=sys.stdin.buffer,
-        stdout=sys.stdout.buffer,
-        on_written=lambda path: note(f"wrote {path}"),
-        on_skipped=lambda path: note(f"skipped {path} (exists)"),
-        on_failed=_error,
-    )
-    if len(jobs) > 1 and (summary.failed or not quiet):
-        sys.stderr.write(f"{summary}\n")
+    batch = expansion.batch
+    with Reporter(total=len(jobs), quiet=run.quiet, progress=batch, keep=run.json) as reporter:
+        with _terminate_as_interrupt():
+            summary = process.process(
+                jobs, Filter(steps, run.device), options,
+                stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, on_result=reporter.result,
+            )
+        if batch and (summary.failed or summary.interrupted or not run.quiet):
+            reporter.line(str(summary))
+    if run.json:
+        document = {
+            "written": summary.written, "skipped": summary.skipped, "failed": summary.failed,
+            "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
+            "files": [result.as_dict() for result in reporter.results],
+        }
+        print(json.dumps(document, indent=2))
+    if summary.interrupted:
+        raise KeyboardInterrupt
     if summary.failed:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM stops a run like Ctrl-C: cleanly, exit 130 (only the main thread can set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -207,6 +308,14 @@ def apply(
     quality: Quality = DEFAULT_QUALITY,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    recursive: Recursive = False,
+    from_list: FromList = None,
+    null: Null = False,
+    jobs: Jobs = None,
+    shard: Shard = None,
+    dry_run: DryRun = False,
+    fail_fast: FailFast = False,
+    json: Json = False,
     show: Show = False,
     quiet: Quiet = False,
     device: Device = "auto",
@@ -222,7 +331,10 @@ def apply(
         kernel, border=border, normalize=normalize, scale=scale, bias=bias, flip=flip,
         repeat=repeat, stride=stride, range=range_,
     )
-    _run(steps, inputs, output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels)
+    _run(steps, RunOptions(
+        inputs or [], output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels,
+        recursive, from_list, null, jobs, shard, dry_run, fail_fast, json,
+    ))
 
 
 @app.command()
@@ -239,6 +351,14 @@ def pool(
     quality: Quality = DEFAULT_QUALITY,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    recursive: Recursive = False,
+    from_list: FromList = None,
+    null: Null = False,
+    jobs: Jobs = None,
+    shard: Shard = None,
+    dry_run: DryRun = False,
+    fail_fast: FailFast = False,
+    json: Json = False,
     show: Show = False,
     quiet: Quiet = False,
     device: Device = "auto",
@@ -251,7 +371,10 @@ def pool(
     from convfilter.steps import pool_step
 
     steps = [pool_step(size=size, stride=stride, mode=mode, ceil=ceil)]
-    _run(steps, inputs, output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels)
+    _run(steps, RunOptions(
+        inputs or [], output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels,
+        recursive, from_list, null, jobs, shard, dry_run, fail_fast, json,
+    ))
 
 
 # ---------------------------------------------------------------------------- kernels

@@ -6,6 +6,7 @@ never replaces an existing file unless asked to.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -75,6 +76,7 @@ def _gray_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+@functools.lru_cache(maxsize=256)
 def format_for(name: str) -> str:
     """The Pillow format that writes a suffix or --format name ('jpg', '.png', 'TIFF' ...)."""
     Image.init()

@@ -1,12 +1,20 @@
-"""Where each input's result goes (CONTRACT §6): pure planning, nothing is read or written here."""
+"""Where each input's result goes (CONTRACT §6): pure planning, nothing is read or written here.
+
+One input: a file, a directory, or `-`. A batch (several inputs, or any directory, glob or list):
+a directory that mirrors the tree below each directory argument. Without -o: beside the input
+(`<stem>_<op>.<suffix>`), or a sibling directory `<dir>_<op>` for a directory argument.
+"""
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from convfilter.errors import UsageError
 from convfilter.imageio import STDIO, format_for
+from convfilter.inputs import Source
 
 STDIN_NAME = "stdin.png"  # the input name of standard input, where an output name needs one
 
@@ -24,10 +32,6 @@ class Job:
         return "standard input" if self.source == STDIO else repr(self.source)
 
 
-def _with_suffix(name: str, suffix: str | None) -> str:
-    return str(Path(name).with_suffix(suffix)) if suffix else name
-
-
 def _writable_suffix(path: str) -> str:
     """The input's own suffix if Pillow can write it, else `.png`."""
     suffix = Path(path).suffix
@@ -38,47 +42,92 @@ def _writable_suffix(path: str) -> str:
     return suffix
 
 
+def _renamed(relative: str, suffix: str | None) -> str:
+    """A relative output path: the input's, with --format's suffix or a writable one."""
+    return str(Path(relative).with_suffix(suffix or _writable_suffix(relative)))
+
+
 def default_target(source: str, op: str, suffix: str | None) -> str:
     """`<stem>_<op>.<suffix>` beside the input; the suffix is the input's unless --format gives one."""
     path = Path(source)
     return str(path.with_name(f"{path.stem}_{op}{suffix or _writable_suffix(source)}"))
 
 
-def _target(source: str, output: str | None, op: str, suffix: str | None, show: bool, many: bool) -> str | None:
+def sibling_dir(directory: str, op: str) -> str:
+    """`<dir>_<op>` beside a directory argument (`photos/` -> `photos_sharpen`)."""
+    path = Path(directory)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return str(path.with_name(f"{path.name}_{op}"))
+
+
+def _target(source: Source, output: str | None, op: str, suffix: str | None, show: bool, batch: bool) -> str | None:
     if output is None:
         if show:
             return None
-        return STDIO if source == STDIO else default_target(source, op, suffix)
+        if source.path == STDIO:
+            return STDIO
+        if source.base is not None:
+            return str(Path(sibling_dir(source.base, op)) / _renamed(source.relative, suffix))
+        return default_target(source.path, op, suffix)
     if output == STDIO:
         return STDIO
-    if many or output.endswith("/") or Path(output).is_dir():
-        name = Path(STDIN_NAME if source == STDIO else source).name
-        return str(Path(output) / _with_suffix(name, suffix))
+    if batch or output.endswith("/") or Path(output).is_dir():
+        relative = STDIN_NAME if source.path == STDIO else source.relative
+        return str(Path(output) / _renamed(relative, suffix))
     return output
 
 
+def _check_targets(jobs: list[Job]) -> None:
+    """No two inputs write one output; no output is an input (convfilter never overwrites inputs)."""
+    by_target: dict[str, list[str]] = defaultdict(list)
+    inputs = {os.path.abspath(job.source): job.source for job in jobs if job.source != STDIO}
+    for job in jobs:
+        if job.target in (None, STDIO):
+            continue
+        key = os.path.abspath(job.target)
+        if key in inputs:
+            raise UsageError(
+                f"output {job.target!r} is the input {inputs[key]!r}; convfilter never overwrites an input"
+            )
+        by_target[key].append(job.source)
+    clashes = [(target, sources) for target, sources in by_target.items() if len(sources) > 1]
+    if clashes:
+        listed = "; ".join(
+            f"{os.path.relpath(target)} <- {', '.join(map(repr, sources))}" for target, sources in clashes[:5]
+        )
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        raise UsageError(f"{len(clashes)} outputs would be written by several inputs: {listed}{more}")
+
+
 def plan(
-    inputs: list[str], output: str | None, op: str, fmt: str | None = None, show: bool = False
+    sources: list[Source],
+    output: str | None,
+    op: str,
+    fmt: str | None = None,
+    show: bool = False,
+    batch: bool = False,
 ) -> list[Job]:
-    """The jobs for `inputs`: output names by CONTRACT §6, formats checked, no two jobs sharing a target."""
-    if not inputs:
-        raise UsageError("no input: give an image file, or pipe one on standard input")
-    if STDIO in inputs and len(inputs) > 1:
-        raise UsageError("'-' (standard input) must be the only input")
-    many = len(inputs) > 1
-    if many and output == STDIO:
-        raise UsageError(f"-o - writes one image to standard output; {len(inputs)} inputs were given")
+    """The jobs for `sources`, output names by CONTRACT §6, formats and collisions checked up front."""
+    if not sources:
+        raise UsageError("no input images: give image files or directories, or pipe one on standard input")
+    batch = batch or len(sources) > 1
+    if batch and output == STDIO:
+        raise UsageError(f"-o - writes one image to standard output; {len(sources)} inputs were given")
+    if batch and output is not None and Path(output).is_file():
+        raise UsageError(f"-o {output!r} is a file; several inputs need a directory")
     suffix = "." + fmt.lower().lstrip(".") if fmt else None
-    jobs, seen = [], {}
-    for source in inputs:
-        target = _target(source, output, op, suffix, show, many)
-        if target not in (None, STDIO):
-            key = str(Path(target).resolve())
-            if key in seen:
-                raise UsageError(f"inputs {seen[key]!r} and {source!r} would both write {target!r}")
-            seen[key] = source
+    jobs = []
+    for source in sources:
+        target = _target(source, output, op, suffix, show, batch)
         written_as = fmt or (Path(target).suffix if target not in (None, STDIO) else "png")
         if not written_as:
             raise UsageError(f"cannot tell the format of output {target!r}; give it a suffix or use --format")
-        jobs.append(Job(source=source, target=target, format=format_for(written_as)))
+        jobs.append(Job(source=source.path, target=target, format=format_for(written_as)))
+    _check_targets(jobs)
     return jobs
+
+
+def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """The index-th of `count` deterministic slices (every count-th job), 1-based."""
+    return jobs[index - 1 :: count]

@@ -7,6 +7,9 @@ and only `run` rounds, at the very end.
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -136,18 +139,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def share_threads(workers: int) -> None:
+    """Split the cores between `workers` threads that each run torch, so they do not oversubscribe."""
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 class Filter:
-    """A built pipeline on a device: call it with an (H, W) uint8/uint16 array, get one back."""
+    """A built pipeline on a device: call it with an (H, W) uint8/uint16 array, get one back.
+    Safe to call from several threads: the frozen model is only read."""
 
     def __init__(self, steps: list[Step], device: str = "auto"):
         self.steps = steps
         self.device = resolve_device(device)
         self._models: dict[float, nn.Sequential] = {}
+        self._lock = threading.Lock()
 
     def model(self, max_value: float) -> nn.Sequential:
-        if max_value not in self._models:
-            self._models[max_value] = build(self.steps, max_value).to(self.device)
-        return self._models[max_value]
+        with self._lock:
+            if max_value not in self._models:
+                self._models[max_value] = build(self.steps, max_value).to(self.device)
+            return self._models[max_value]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return run(self.model(float(np.iinfo(image.dtype).max)), image[None], self.device)[0]
