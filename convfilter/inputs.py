@@ -56,7 +56,7 @@ def walk(directory: str, recursive: bool) -> list[Source]:
             dirs[:] = []
             continue
         visited.add((stat.st_dev, stat.st_ino))
-        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         found.extend(os.path.join(root, name) for name in files if is_image_name(name))
     found.sort(key=lambda path: Path(os.path.relpath(path, directory)).parts)
     return [Source(path, base=directory) for path in found]

@@ -97,7 +97,7 @@ def _check_targets(jobs: list[Job]) -> None:
             f"{os.path.relpath(target)} <- {', '.join(map(repr, sources))}" for target, sources in clashes[:5]
         )
         more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
-        raise UsageError(f"{len(clashes)} outputs would be written by several inputs: {listed}{more}")
+        raise UsageError(f"several inputs would write the same output: {listed}{more}")
 
 
 def plan(

@@ -1,0 +1,231 @@
+"""Batch runs end to end on a folder tree: mirrored outputs, per-file errors, summary, --json,
+shards, --from lists, --dry-run, --fail-fast, and interrupts (SIGINT, SIGTERM) with resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ASTRONAUT, CAMERA, gray
+from convfilter import kernels
+from test_pipeline import max_diff, opencv_filter
+
+GOOD = ["a.png", "b.jpg", "sub/b.png", "sub/c.tif", "sub/d.webp", "sub/deeper/e.png", "sub/deeper/f.gif", "g.bmp"]
+BAD = {"broken.jpg": "truncated or corrupt image: ", "empty.png": "empty file",
+       "sub/fake.png": "not an image (Pillow cannot identify its format)"}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Photos in nested folders in mixed formats, a truncated JPEG, a zero-byte PNG, a text file
+    named .png, a notes.txt (not an image name: not taken) and a hidden image (skipped)."""
+    root = tmp_path_factory.mktemp("batch") / "photos"
+    camera, astronaut = Image.open(CAMERA), Image.open(ASTRONAUT)
+    for i, name in enumerate(GOOD):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = camera if i % 2 == 0 else astronaut
+        source.crop((i * 20, i * 10, i * 20 + 200 + i, i * 10 + 150)).save(path)
+    (root / "broken.jpg").write_bytes(ASTRONAUT.read_bytes()[:3000])
+    (root / "empty.png").write_bytes(b"")
+    (root / "sub" / "fake.png").write_text("just some text\n")
+    (root / "notes.txt").write_text("not an image\n")
+    camera.save(root / ".hidden.png")
+    return root
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def test_folder_run_mirrors_the_tree_and_reports_each_failure(cli, tree, tmp_path):
+    out = tmp_path / "out"
+    result = cli("apply", tree, "-r", "-k", "sharpen", "-o", out)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    errors = sorted(line for line in lines if line.startswith("convfilter: error: "))
+    for name, message in BAD.items():
+        [line] = [e for e in errors if f"'{tree / name}'" in e]
+        assert line.startswith(f"convfilter: error: '{tree / name}': {message}")
+    assert len(errors) == len(BAD)
+    assert sorted(line for line in lines if line.startswith("wrote ")) == sorted(f"wrote {out / n}" for n in GOOD)
+    assert re.fullmatch(rf"{len(GOOD)} written, 0 skipped, {len(BAD)} failed in \d+\.\d s", lines[-1])
+    assert files_in(out) == sorted(GOOD)
+    sharpen = kernels.resolve("sharpen").weights()
+    for name in GOOD:
+        expected = opencv_filter(gray(tree / name), sharpen, "reflect")
+        limit = 1 if Path(name).suffix in (".png", ".tif", ".bmp", ".gif") else 40  # lossy outputs: still the picture
+        assert max_diff(gray(out / name), expected) <= limit, name
+
+
+def test_json_summary_parses_back(cli, tree, tmp_path):
+    result = cli("pool", tree, "-r", "--size", "2", "-o", tmp_path / "out", "--json", "-q")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert (document["written"], document["skipped"], document["failed"]) == (len(GOOD), 0, len(BAD))
+    statuses = {Path(f["input"]).relative_to(tree).as_posix(): f["status"] for f in document["files"]}
+    assert statuses == {**{n: "written" for n in GOOD}, **{n: "failed" for n in BAD}}
+    assert all(f["error"].startswith(f"'{f['input']}': ") for f in document["files"] if f["status"] == "failed")
+    assert result.stderr.count("convfilter: error:") == len(BAD)  # -q keeps the errors
+
+
+def test_skip_existing_resumes_and_overwrite_replaces(cli, tree, tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "c.tif").write_bytes(b"old")
+    result = cli("apply", tree, "-r", "-k", "blur", "-o", out, "--skip-existing", "--json")
+    document = json.loads(result.stdout)
+    assert (document["written"], document["skipped"]) == (len(GOOD) - 1, 1)
+    assert (out / "sub" / "c.tif").read_bytes() == b"old"
+    result = cli("apply", tree, "-r", "-k", "blur", "-o", out)
+    assert result.stderr.count("exists (use --overwrite or --skip-existing)") == len(GOOD)
+    result = cli("apply", tree, "-r", "-k", "blur", "-o", out, "--overwrite", "-q")
+    assert gray(out / "sub" / "c.tif").shape == gray(tree / "sub" / "c.tif").shape
+
+
+def test_without_output_a_sibling_directory(cli, tree):
+    result = cli("apply", tree, "-k", "identity", "--format", "png", "-q")
+    sibling = tree.parent / "photos_identity"
+    try:
+        assert result.exit_code == 1  # broken.jpg and empty.png are in the top folder
+        assert files_in(sibling) == ["a.png", "b.png", "g.png"]
+        assert np.array_equal(gray(sibling / "a.png"), gray(tree / "a.png"))
+    finally:
+        for path in sibling.iterdir():
+            path.unlink()
+        sibling.rmdir()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(cli, tree, tmp_path):
+    result = cli("apply", tree, "-r", "-k", "blur", "-o", tmp_path / "out", "--dry-run")
+    assert result.exit_code == 0
+    plan = result.stdout.decode().splitlines()
+    assert f"{tree / 'sub/deeper/e.png'} -> {tmp_path / 'out/sub/deeper/e.png'}" in plan
+    assert len(plan) == len(GOOD) + len(BAD)
+    assert not (tmp_path / "out").exists()
+
+
+def test_collisions_are_refused_before_anything_is_written(cli, tree, tmp_path):
+    result = cli("apply", tree / "b.jpg", tree / "sub" / "b.png", "-k", "blur", "-o", tmp_path / "out", "--format", "png")
+    assert result.exit_code == 2
+    assert result.stderr == (f"convfilter: error: several inputs would write the same output: "
+                             f"{os.path.relpath(tmp_path / 'out' / 'b.png')} <- '{tree / 'b.jpg'}', '{tree / 'sub' / 'b.png'}'\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fail_fast_stops_at_the_first_failure(cli, tree, tmp_path):
+    result = cli("apply", tree / "empty.png", tree / "a.png", tree / "b.jpg", "-k", "blur", "-o", tmp_path / "out",
+                 "--fail-fast", "-j", "1")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == f"convfilter: error: '{tree / 'empty.png'}': empty file"
+    assert not (tmp_path / "out").exists()
+
+
+def test_shards_together_write_each_output_exactly_once(cli, tree, tmp_path):
+    out = tmp_path / "out"
+    written = []
+    for k in (1, 2, 3):
+        result = cli("apply", tree, "-r", "-k", "blur", "-o", out, "--shard", f"{k}/3", "--json", "-q")
+        document = json.loads(result.stdout)
+        written += [f["output"] for f in document["files"] if f["status"] == "written"]
+        assert "exists" not in result.stderr
+    assert sorted(written) == sorted(str(out / n) for n in GOOD)
+    assert files_in(out) == sorted(GOOD)
+
+
+def test_find_print0_into_from_null(tree, tmp_path):
+    """find DIR -name '*.jpg' -print0 | convfilter apply --from - --null -k blur -o OUT"""
+    listed = tmp_path / "listed"
+    (listed / "with space").mkdir(parents=True)
+    for name in ("one.jpg", "with space/two.jpg"):
+        Image.open(ASTRONAUT).save(listed / name)
+    command = (f"find {shlex.quote(str(listed))} -name '*.jpg' -print0 | {shlex.quote(sys.executable)} -m convfilter "
+               f"apply --from - --null -k blur -o {shlex.quote(str(tmp_path / 'out'))}")
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert files_in(tmp_path / "out") == ["one.jpg", "two.jpg"]
+    assert re.search(rb"2 written, 0 skipped, 0 failed in", done.stderr)
+
+
+def test_from_file_list_with_a_missing_entry(cli, tree, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tree / 'a.png'}\n{tree / 'missing.png'}\n")
+    result = cli("pool", "--from", listing, "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 1
+    assert f"convfilter: error: '{tree / 'missing.png'}': no such file" in result.stderr.splitlines()
+    assert files_in(tmp_path / "out") == ["a.png"]
+
+
+def test_progress_bar_only_on_a_terminal(tree, tmp_path):
+    import pty
+
+    controller, terminal = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "convfilter", "pool", str(tree), "-r", "-o", str(tmp_path / "out")],
+                          stderr=terminal, stdout=subprocess.DEVNULL, timeout=300)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert done.returncode == 1
+    assert b"files/s" in seen and b"\x1b[" in seen  # rich's bar, drawn with terminal codes
+
+
+# ---------------------------------------------------------------------------- interrupts
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("many") / "in"
+    camera = Image.open(CAMERA)
+    for i in range(40):
+        (root / f"g{i % 4}").mkdir(parents=True, exist_ok=True)
+        camera.rotate(i * 9).save(root / f"g{i % 4}" / f"p{i:02}.png")
+    return root
+
+
+def assert_all_valid(out: Path, expected: int) -> None:
+    names = files_in(out)
+    assert [n for n in names if Path(n).name.startswith(".")] == []  # no temporary files
+    assert len(names) == expected
+    for name in names:
+        with Image.open(out / name) as image:
+            image.load()  # a partial file would fail here
+            assert image.size == (512, 512)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_run_then_resume_with_skip_existing(many, tmp_path, signum):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "convfilter", "apply", str(many), "-r", "-k", "gaussian5", "--repeat", "8",
+               "-o", str(out), "-j", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    first = process.stderr.readline()
+    assert first.startswith(b"wrote "), first
+    process.send_signal(signum)
+    rest = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 130
+    assert rest.splitlines()[-1] == "convfilter: interrupted"
+    finished = files_in(out)
+    assert 1 <= len(finished) < 40
+    assert_all_valid(out, len(finished))
+    again = subprocess.run(command + ["--skip-existing", "-q"], capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert_all_valid(out, 40)

@@ -1,0 +1,168 @@
+"""Input expansion and output planning on their own: pure path logic, no image is read."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from convfilter.errors import UsageError
+from convfilter.inputs import Source, expand, parse_shard, read_list, walk
+from convfilter.outputs import plan, shard
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    touch(root, "b.jpg", "a.PNG", "notes.txt", ".hidden.png", "sub/c.tif", "sub/deeper/d.webp",
+          ".cache/e.png", "sub/x.jpeg", "Z.GIF")
+    return root
+
+
+def relative(sources, root):
+    return [os.path.relpath(s.path, root) for s in sources]
+
+
+# ---------------------------------------------------------------------------- expansion
+
+
+def test_walk_takes_image_suffixes_skips_hidden_and_sorts(tree):
+    assert relative(walk(str(tree), recursive=False), tree) == ["Z.GIF", "a.PNG", "b.jpg"]
+    assert relative(walk(str(tree), recursive=True), tree) == [
+        "Z.GIF", "a.PNG", "b.jpg", "sub/c.tif", "sub/deeper/d.webp", "sub/x.jpeg",
+    ]
+    assert all(s.base == str(tree) for s in walk(str(tree), recursive=True))
+
+
+def test_walk_never_follows_a_symlink_loop(tree):
+    os.symlink(tree, tree / "sub" / "loop")
+    os.symlink(tree / "sub", tree / "linked")
+    found = relative(walk(str(tree), recursive=True), tree)
+    assert len(found) == len(set(os.path.realpath(tree / f) for f in found)) == 6
+
+
+def test_expand_mixes_files_directories_globs_and_lists(tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lone = tmp_path / "lone.bmp"
+    lone.write_bytes(b"")
+    expansion = expand([str(lone), "photos", "photos/sub/*.t*f"], recursive=False, listed=["photos/b.jpg", "x.png"])
+    assert [(s.path, s.base) for s in expansion.sources] == [
+        (str(lone), None),
+        ("photos/Z.GIF", "photos"), ("photos/a.PNG", "photos"), ("photos/b.jpg", "photos"),
+        ("photos/sub/c.tif", "photos/sub"),
+        ("x.png", None),  # listed, missing: a per-file error later
+    ]  # photos/b.jpg from the list is a duplicate and dropped
+    assert expansion.batch
+
+
+def test_recursive_glob_mirrors_below_its_fixed_part(tree, monkeypatch):
+    monkeypatch.chdir(tree.parent)
+    sources = expand(["photos/**/*.webp"]).sources
+    assert sources == [Source("photos/sub/deeper/d.webp", base="photos")]
+    assert sources[0].relative == "sub/deeper/d.webp"
+
+
+def test_a_single_file_is_not_a_batch_and_stdin_must_be_alone(tree):
+    assert not expand([str(tree / "b.jpg")]).batch
+    assert expand(["-"]).sources == [Source("-")]
+    with pytest.raises(UsageError, match="must be the only input"):
+        expand(["-", str(tree / "b.jpg")])
+
+
+def test_read_list_lines_and_nul():
+    assert read_list(io.BytesIO(b"a.png\nb c.jpg\n\n"), null=False) == ["a.png", "b c.jpg"]
+    assert read_list(io.BytesIO(b"a\nb.png\0c.jpg\0"), null=True) == ["a\nb.png", "c.jpg"]
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "1", "a/b", "1/0", "-1/2"])
+def test_bad_shard(text):
+    with pytest.raises(UsageError, match=r"--shard must be K/N with 1 <= K <= N"):
+        parse_shard(text)
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def test_one_file_default_name_and_explicit_outputs(tmp_path):
+    one = [Source(str(tmp_path / "a.jpg"))]
+    assert plan(one, None, "sharpen")[0].target == str(tmp_path / "a_sharpen.jpg")
+    assert plan(one, None, "sharpen", fmt="png")[0].target == str(tmp_path / "a_sharpen.png")
+    assert plan(one, "-", "sharpen")[0].target == "-"
+    assert plan(one, "x.tif", "sharpen")[0].format == "TIFF"
+    assert plan(one, "out/", "sharpen")[0].target == "out/a.jpg"
+    assert plan([Source("-")], None, "blur")[0].target == "-"
+    assert plan([Source("-")], "out/", "blur")[0].target == "out/stdin.png"
+    assert plan(one, None, "blur", show=True)[0].target is None
+
+
+def test_directory_mirrors_the_tree_below_each_directory_argument(tree, tmp_path):
+    expansion = expand([str(tree), str(tmp_path / "photos" / "b.jpg")], recursive=True)
+    jobs = plan(expansion.sources, str(tmp_path / "out"), "sharpen", batch=expansion.batch)
+    assert [os.path.relpath(j.target, tmp_path / "out") for j in jobs] == [
+        "Z.GIF", "a.PNG", "b.jpg", "sub/c.tif", "sub/deeper/d.webp", "sub/x.jpeg",
+    ]
+    assert [j.format for j in jobs][:3] == ["GIF", "PNG", "JPEG"]
+
+
+def test_directory_without_output_goes_to_a_sibling_directory(tree):
+    jobs = plan(walk(str(tree), recursive=True), None, "blur", batch=True)
+    assert jobs[3].target == str(tree.parent / "photos_blur" / "sub" / "c.tif")
+    jobs = plan(walk(str(tree), recursive=True), None, "blur", fmt="png", batch=True)
+    assert jobs[3].target == str(tree.parent / "photos_blur" / "sub" / "c.png")
+
+
+def test_several_files_without_output_go_beside_each(tmp_path):
+    jobs = plan([Source(str(tmp_path / "a.png")), Source(str(tmp_path / "b.jpg"))], None, "pool2")
+    assert [j.target for j in jobs] == [str(tmp_path / "a_pool2.png"), str(tmp_path / "b_pool2.jpg")]
+
+
+def test_collisions_are_a_usage_error_listing_them(tmp_path):
+    sources = [Source(str(tmp_path / "a.png")), Source(str(tmp_path / "a.jpg")), Source(str(tmp_path / "b.png"))]
+    with pytest.raises(UsageError) as raised:
+        plan(sources, str(tmp_path / "out"), "blur", fmt="png")
+    assert str(raised.value) == (
+        f"several inputs would write the same output: {os.path.relpath(tmp_path / 'out' / 'a.png')} <- "
+        f"'{tmp_path / 'a.png'}', '{tmp_path / 'a.jpg'}'"
+    )
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "a_blur.png")
+    with pytest.raises(UsageError, match=r"output '.*a_blur.png' is the input '.*a_blur.png'; convfilter never"):
+        plan([Source(a), Source(b)], None, "blur")
+    with pytest.raises(UsageError, match="never overwrites an input"):
+        plan([Source(a, base=str(tmp_path))], str(tmp_path), "blur", batch=True)
+
+
+def test_batch_output_must_be_a_directory(tmp_path):
+    existing = tmp_path / "file.png"
+    existing.write_bytes(b"")
+    sources = [Source("a.png"), Source("b.png")]
+    with pytest.raises(UsageError, match="is a file; several inputs need a directory"):
+        plan(sources, str(existing), "blur")
+    with pytest.raises(UsageError, match="-o - writes one image to standard output; 2 inputs were given"):
+        plan(sources, "-", "blur")
+
+
+def test_unwritable_input_suffix_becomes_png(tmp_path):
+    assert plan([Source(str(tmp_path / "scan.psd"))], None, "blur")[0].target == str(tmp_path / "scan_blur.png")
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 50])
+def test_shards_cover_every_job_exactly_once(count):
+    jobs = plan([Source(f"d/{i:03}.png", base="d") for i in range(101)], "out", "blur", batch=True)
+    slices = [shard(jobs, k, count) for k in range(1, count + 1)]
+    covered = [job.target for part in slices for job in part]
+    assert sorted(covered) == sorted(job.target for job in jobs)
+    assert len(covered) == len(set(covered)) == 101
+    assert max(map(len, slices)) - min(map(len, slices)) <= 1
+    assert shard(jobs, 1, count) == shard(list(jobs), 1, count)  # deterministic
