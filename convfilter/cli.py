@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import signal
 import sys
 import threading
@@ -89,70 +90,56 @@ def main_options(
 
 # ---------------------------------------------------------------------------- options shared by apply and pool
 
-Inputs = Annotated[
-    Optional[list[str]],
-    typer.Argument(help="Image files, directories (-r: with subfolders), quoted globs, or '-' for standard "
-                   "input (the default when it is a pipe).", show_default=False),
-]
-Output = Annotated[
-    Optional[str],
-    typer.Option(
-        "-o",
-        "--output",
-        help="Output file, directory (existing, or ending in '/'), or '-' for standard output (PNG). "
-        "Default: <stem>_<op>.<suffix> beside the input; standard output for standard input.",
-        show_default=False,
-    ),
-]
-Format = Annotated[
-    Optional[str], typer.Option("--format", help="Output format (png, jpg, webp, tiff, ...); default: by suffix.")
-]
-Quality = Annotated[int, typer.Option("--quality", help="JPEG/WebP quality, 1-100.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (never an input).")]
-SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output already exists.")]
-Show = Annotated[bool, typer.Option("--show", help="Show the result in the system viewer (without -o: instead of writing).")]
-Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")]
-MaxPixels = Annotated[
-    Optional[int],
-    typer.Option("--max-pixels", help="Refuse images with more pixels than this. Default: Pillow's limit (89478485).",
-                 show_default=False),
-]
-
-
-Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Take images in subfolders of directory inputs too.")]
-FromList = Annotated[
-    Optional[str],
-    typer.Option("--from", help="Also read input paths from FILE, one a line ('-': standard input).",
-                 show_default=False),
-]
-Null = Annotated[bool, typer.Option("--null", "-0", help="--from lists are NUL-separated (find -print0).")]
-Jobs = Annotated[Optional[int], typer.Option("-j", "--jobs", help="Worker threads. Default: the number of cores.",
-                                             show_default=False)]
-Shard = Annotated[
-    Optional[str],
-    typer.Option("--shard", help="Process only the K-th of N deterministic slices of the inputs, e.g. 2/8.",
-                 show_default=False),
-]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (input -> output) and write nothing.")]
-FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed input.")]
-Json = Annotated[bool, typer.Option("--json", help="Print the summary and per-file results as JSON on standard output.")]
+# name: (annotation with the typer declaration, default). `with_run_options` adds these to a
+# command's signature and hands them to it as one RunOptions; the order is the order in --help.
+SHARED_OPTIONS = {
+    "inputs": (Annotated[Optional[list[str]], typer.Argument(
+        help="Image files, directories (-r: with subfolders), quoted globs, or '-' for standard input "
+        "(the default when it is a pipe).", show_default=False)], None),
+    "output": (Annotated[Optional[str], typer.Option(
+        "-o", "--output", help="Output file, directory (existing, or ending in '/'), or '-' for standard output "
+        "(PNG). Default: <stem>_<op>.<suffix> beside the input; <dir>_<op>/ for a directory; standard output "
+        "for standard input.", show_default=False)], None),
+    "fmt": (Annotated[Optional[str], typer.Option(
+        "--format", help="Output format (png, jpg, webp, tiff, ...); default: by suffix.")], None),
+    "quality": (Annotated[int, typer.Option("--quality", help="JPEG/WebP quality, 1-100.")], DEFAULT_QUALITY),
+    "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (never an input).")], False),
+    "skip_existing": (Annotated[bool, typer.Option(
+        "--skip-existing", help="Skip inputs whose output already exists (resume a run).")], False),
+    "recursive": (Annotated[bool, typer.Option(
+        "-r", "--recursive", help="Take images in subfolders of directory inputs too.")], False),
+    "from_list": (Annotated[Optional[str], typer.Option(
+        "--from", help="Also read input paths from FILE, one a line ('-': standard input).", show_default=False)], None),
+    "null": (Annotated[bool, typer.Option("--null", "-0", help="--from lists are NUL-separated (find -print0).")], False),
+    "jobs": (Annotated[Optional[int], typer.Option(
+        "-j", "--jobs", help="Worker threads. Default: the number of cores.", show_default=False)], None),
+    "shard": (Annotated[Optional[str], typer.Option(
+        "--shard", help="Process only the K-th of N deterministic slices of the inputs, e.g. 2/8.",
+        show_default=False)], None),
+    "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the plan (input -> output), write nothing.")], False),
+    "fail_fast": (Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed input.")], False),
+    "json": (Annotated[bool, typer.Option(
+        "--json", help="Print the summary and per-file results as JSON on standard output.")], False),
+    "show": (Annotated[bool, typer.Option(
+        "--show", help="Show the result in the system viewer (without -o: instead of writing).")], False),
+    "quiet": (Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")], False),
+    "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")], "auto"),
+    "max_pixels": (Annotated[Optional[int], typer.Option(
+        "--max-pixels", help="Refuse images with more pixels than this. Default: Pillow's limit (89478485).",
+        show_default=False)], None),
+}
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """The options every filtering command shares (inputs, outputs, batch, reporting)."""
 
-    inputs: list[str]
+    inputs: Optional[list[str]]
     output: Optional[str]
     fmt: Optional[str]
     quality: int
     overwrite: bool
     skip_existing: bool
-    show: bool
-    quiet: bool
-    device: str
-    max_pixels: Optional[int]
     recursive: bool
     from_list: Optional[str]
     null: bool
@@ -161,6 +148,29 @@ class RunOptions:
     dry_run: bool
     fail_fast: bool
     json: bool
+    show: bool
+    quiet: bool
+    device: str
+    max_pixels: Optional[int]
+
+
+def with_run_options(command: Callable) -> Callable:
+    """Give `command(..., run: RunOptions)` the SHARED_OPTIONS as command-line parameters."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "run"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in SHARED_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        run = RunOptions(**{name: kwargs.pop(name) for name in SHARED_OPTIONS})
+        return command(**kwargs, run=run)
+
+    wrapper.__signature__ = signature.replace(parameters=own + shared)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+    return wrapper
 
 
 def _check(run: RunOptions) -> None:
@@ -202,7 +212,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
 
     _check(run)
     shard = inputs.parse_shard(run.shard) if run.shard else None
-    arguments = list(run.inputs)
+    arguments = list(run.inputs or [])
     if not arguments and run.from_list is None:
         if sys.stdin.isatty():
             raise UsageError("no input: give image files or directories, or pipe one on standard input")
@@ -278,14 +288,13 @@ def _terminate_as_interrupt():
 
 @app.command()
 @reports_errors
+@with_run_options
 def apply(
-    inputs: Inputs = None,
     kernel: Annotated[
         list[str],
         typer.Option("-k", "--kernel", help="Kernel name, file or inline matrix ('0,-1,0; -1,5,-1; 0,-1,0'). "
                      "Repeat to run several in order.", show_default=False),
     ] = [],
-    output: Output = None,
     border: Annotated[str, typer.Option("--border", help="reflect, replicate, zeros or circular.")] = DEFAULT_BORDER,
     normalize: Annotated[
         Optional[bool],
@@ -304,22 +313,7 @@ def apply(
         typer.Option("--range", help="clip, abs or stretch, for every step. Default: each kernel file's, else clip.",
                      show_default=False),
     ] = None,
-    fmt: Format = None,
-    quality: Quality = DEFAULT_QUALITY,
-    overwrite: Overwrite = False,
-    skip_existing: SkipExisting = False,
-    recursive: Recursive = False,
-    from_list: FromList = None,
-    null: Null = False,
-    jobs: Jobs = None,
-    shard: Shard = None,
-    dry_run: DryRun = False,
-    fail_fast: FailFast = False,
-    json: Json = False,
-    show: Show = False,
-    quiet: Quiet = False,
-    device: Device = "auto",
-    max_pixels: MaxPixels = None,
+    run: RunOptions = None,
 ) -> None:
     """Convolve images with one or more kernels, in order (each a torch Conv2d).
 
@@ -331,38 +325,19 @@ def apply(
         kernel, border=border, normalize=normalize, scale=scale, bias=bias, flip=flip,
         repeat=repeat, stride=stride, range=range_,
     )
-    _run(steps, RunOptions(
-        inputs or [], output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels,
-        recursive, from_list, null, jobs, shard, dry_run, fail_fast, json,
-    ))
+    _run(steps, run)
 
 
 @app.command()
 @reports_errors
+@with_run_options
 def pool(
-    inputs: Inputs = None,
     size: Annotated[int, typer.Option("--size", help="Window size K (K x K).")] = 2,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Step between windows. Default: the size.",
                                                   show_default=False)] = None,
     mode: Annotated[str, typer.Option("--mode", help="avg, max or min.")] = DEFAULT_POOL_MODE,
     ceil: Annotated[bool, typer.Option("--ceil", help="Keep partial windows at the right and bottom edges.")] = False,
-    output: Output = None,
-    fmt: Format = None,
-    quality: Quality = DEFAULT_QUALITY,
-    overwrite: Overwrite = False,
-    skip_existing: SkipExisting = False,
-    recursive: Recursive = False,
-    from_list: FromList = None,
-    null: Null = False,
-    jobs: Jobs = None,
-    shard: Shard = None,
-    dry_run: DryRun = False,
-    fail_fast: FailFast = False,
-    json: Json = False,
-    show: Show = False,
-    quiet: Quiet = False,
-    device: Device = "auto",
-    max_pixels: MaxPixels = None,
+    run: RunOptions = None,
 ) -> None:
     """Downsample images with a pooling layer (avg, max or min over K x K windows).
 
@@ -371,10 +346,7 @@ def pool(
     from convfilter.steps import pool_step
 
     steps = [pool_step(size=size, stride=stride, mode=mode, ceil=ceil)]
-    _run(steps, RunOptions(
-        inputs or [], output, fmt, quality, overwrite, skip_existing, show, quiet, device, max_pixels,
-        recursive, from_list, null, jobs, shard, dry_run, fail_fast, json,
-    ))
+    _run(steps, run)
 
 
 # ---------------------------------------------------------------------------- kernels
