@@ -211,12 +211,18 @@ def assert_all_valid(out: Path, expected: int) -> None:
             assert image.size == (512, 512)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def interruptible() -> None:
+    """In the child: Ctrl-C's default action back (a shell ignores SIGINT in background jobs, and
+    a process that starts with SIGINT ignored rightly keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_mid_run_then_resume_with_skip_existing(many, tmp_path, signum):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "convfilter", "apply", str(many), "-r", "-k", "gaussian5", "--repeat", "8",
                "-o", str(out), "-j", "2"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, preexec_fn=interruptible)
     first = process.stderr.readline()
     assert first.startswith(b"wrote "), first
     process.send_signal(signum)
