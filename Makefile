@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch comes from pip as
 # declared (on this machine pip finds torch 2.14.1 / torchvision 0.29.1 on local disk).
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# convfilter against OpenCV, Pillow, ImageMagick (if installed) and the codec floor; several minutes.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

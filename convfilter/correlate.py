@@ -1,0 +1,152 @@
+"""Exact 'valid' cross-correlation of a padded (N, C, H, W) float tensor with one 2-D kernel, by
+the fastest method for the kernel and the device. Every method computes the same sum; they
+differ only in float32 rounding (far below the ±1 level of the contract).
+
+- `mac`: one multiply-accumulate over a shifted view per non-zero weight. On the CPU
+  `torch.nn.functional.conv2d` with one input and one output channel is slow (about 100 ms
+  for a 3 MP image with a 3x3 kernel here, against under 4 ms for this).
+- `separable`: for a rank-1 kernel (box, Gaussian, Sobel, Prewitt), a horizontal then a vertical
+  pass: h + w taps instead of h * w.
+- `fft`: for kernels with many taps, the product of the spectra (cost independent of the size).
+- `conv2d`: torch's own, where it is fast (CUDA, small kernels) or gradients are wanted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Above this many multiply-accumulate passes the FFT is faster. Measured on the 2-core CPU of
+# the development machine, 1 and 2 threads, 1080p and 3 MP float images: a dense 9x9 (81
+# passes) still wins by MAC (47 ms against 73 ms for the FFT on 3 MP, 1 thread), 11x11 (121)
+# is even (79 against 73).
+FFT_TAPS_CPU = 100
+# On CUDA, conv2d (cuDNN) is fast for small kernels and poor for large single-channel ones.
+FFT_TAPS_CUDA = 49
+
+
+@dataclass(frozen=True)
+class Plan:
+    method: str
+    height: int
+    width: int
+    taps: tuple[tuple[int, int, float], ...] = ()  # (row, column, weight) of each non-zero weight
+    column: tuple[tuple[int, float], ...] = ()  # rank-1 factors: kernel = column (x) row
+    row: tuple[tuple[int, float], ...] = ()
+
+
+def _rank1(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column, row) with kernel == outer(column, row) to float64 precision, or None."""
+    u, s, vt = np.linalg.svd(kernel)
+    if s[0] == 0 or (len(s) > 1 and s[1] > 1e-9 * s[0]):
+        return None
+    scale = np.sqrt(s[0])
+    column, row = u[:, 0] * scale, vt[0] * scale
+    if not np.allclose(np.outer(column, row), kernel, rtol=0, atol=1e-12 * np.abs(kernel).max()):
+        return None
+    # exact zeros stay zeros (a Sobel's middle column): fewer passes
+    column[np.abs(column) < 1e-12 * np.abs(column).max()] = 0
+    row[np.abs(row) < 1e-12 * np.abs(row).max()] = 0
+    return column, row
+
+
+def plan(kernel: np.ndarray, device_type: str = "cpu") -> Plan:
+    """The cheapest exact method for a 2-D float64 kernel on a device type."""
+    height, width = kernel.shape
+    taps = tuple((int(i), int(j), float(kernel[i, j])) for i, j in zip(*np.nonzero(kernel)))
+    factors = _rank1(kernel) if min(height, width) > 1 else None
+    column = tuple((i, float(v)) for i, v in enumerate(factors[0]) if v != 0) if factors else ()
+    row = tuple((j, float(v)) for j, v in enumerate(factors[1]) if v != 0) if factors else ()
+    passes = min(len(taps), len(column) + len(row) + 1 if factors else len(taps))
+    if device_type == "cuda":
+        method = "conv2d" if passes <= FFT_TAPS_CUDA else "fft"
+    elif passes > FFT_TAPS_CPU:
+        method = "fft"
+    elif factors and len(column) + len(row) + 1 < len(taps):
+        method = "separable"
+    else:
+        method = "mac"
+    return Plan(method, height, width, taps, column, row)
+
+
+def _window(x: torch.Tensor, top: int, left: int, rows: int, cols: int, row_step: int, col_step: int) -> torch.Tensor:
+    """The rows x cols view of x from (top, left), taking every row_step-th row, col_step-th column."""
+    return x[..., top: top + (rows - 1) * row_step + 1: row_step, left: left + (cols - 1) * col_step + 1: col_step]
+
+
+def output_size(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+def _accumulate(views, weights) -> torch.Tensor:
+    """sum(weight * view), in place into the first product."""
+    (first, *others), (w0, *rest) = views, weights
+    out = torch.mul(first, w0)
+    for view, w in zip(others, rest):
+        out.add_(view, alpha=w)
+    return out
+
+
+def mac(x: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
+    """Sum over the non-zero weights of weight x (the input shifted by its position)."""
+    rows, cols = output_size(x.shape[-2], plan.height, stride), output_size(x.shape[-1], plan.width, stride)
+    if not plan.taps:
+        return x.new_zeros(*x.shape[:-2], rows, cols)
+    views = [_window(x, i, j, rows, cols, stride, stride) for i, j, _ in plan.taps]
+    return _accumulate(views, [w for _, _, w in plan.taps])
+
+
+def separable(x: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
+    """A rank-1 kernel as a horizontal pass (the row factor) then a vertical one (the column)."""
+    rows, cols = output_size(x.shape[-2], plan.height, stride), output_size(x.shape[-1], plan.width, stride)
+    across = _accumulate([_window(x, 0, j, x.shape[-2], cols, 1, stride) for j, _ in plan.row],
+                         [w for _, w in plan.row])
+    return _accumulate([_window(across, i, 0, rows, cols, stride, 1) for i, _ in plan.column],
+                       [w for _, w in plan.column])
+
+
+def fast_length(n: int) -> int:
+    """The smallest 2,3,5-smooth number >= n: FFT sizes that are fast."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+def fft(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """Valid correlation as the product of spectra. The FFT size is at least the input's, so the
+    circular wrap never reaches the valid region."""
+    height, width = kernel.shape
+    size = (fast_length(x.shape[-2]), fast_length(x.shape[-1]))
+    dtype = torch.float64 if x.abs().amax() > 4096 else x.dtype  # 16-bit: keep 1 level of headroom
+    spectrum = torch.fft.rfft2(x.to(dtype), s=size)
+    spectrum *= torch.fft.rfft2(torch.flip(kernel, (0, 1)).to(dtype), s=size)
+    full = torch.fft.irfft2(spectrum, s=size)
+    out = full[..., height - 1: x.shape[-2], width - 1: x.shape[-1]]
+    if stride > 1:
+        out = out[..., ::stride, ::stride]
+    return out.to(x.dtype).contiguous()
+
+
+def correlate(x: torch.Tensor, kernel: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
+    """Valid cross-correlation of a padded (N, C, H, W) tensor with one 2-D kernel, by `plan`."""
+    if plan.method == "mac":
+        return mac(x, plan, stride)
+    if plan.method == "separable":
+        return separable(x, plan, stride)
+    if plan.method == "fft":
+        return fft(x, kernel, stride)
+    channels = x.shape[1]
+    weight = kernel.to(x.dtype).expand(channels, 1, *kernel.shape)
+    return F.conv2d(x, weight, stride=stride, groups=channels)

@@ -1,0 +1,95 @@
+"""Every correlation method against scipy, over kernel sizes 1-63, odd/even/rectangular shapes
+and strides. The methods are exact up to float32 rounding: atol 0.02 on 0-255 values (the
+contract allows 1 level after rounding). The choice of method is checked separately."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+from convfilter import correlate, kernels
+from convfilter.correlate import Plan
+
+SHAPES = [(1, 1), (1, 2), (2, 1), (1, 7), (7, 1), (2, 2), (3, 3), (4, 4), (5, 5), (2, 9), (8, 8),
+          (15, 15), (16, 9), (31, 31), (32, 32), (63, 5), (63, 63)]
+
+
+def valid_reference(image: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """scipy's correlation of the already-padded image, cut to the valid region, then strided."""
+    full = ndi.correlate(image.astype(np.float64), kernel, mode="constant")
+    height, width = kernel.shape
+    # scipy centres the kernel at n // 2: the valid output (r, c) sits at (r + h // 2, c + w // 2)
+    top, left = height // 2, width // 2
+    valid = full[top: top + image.shape[0] - height + 1, left: left + image.shape[1] - width + 1]
+    return valid[::stride, ::stride]
+
+
+def with_method(plan: Plan, method: str) -> Plan:
+    return Plan(method, plan.height, plan.width, plan.taps, plan.column, plan.row)
+
+
+@pytest.fixture(scope="module")
+def image(camera) -> np.ndarray:
+    return camera[100:200, 150:290].astype(np.float32)  # 100 x 140
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("method", ["mac", "fft", "conv2d"])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_methods_match_scipy_on_any_kernel(image, shape, method, stride):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    kernel = rng.normal(size=shape) / np.sqrt(np.prod(shape))
+    plan = with_method(correlate.plan(kernel), method)
+    with torch.inference_mode():
+        out = correlate.correlate(torch.from_numpy(image)[None, None], torch.from_numpy(kernel).float(), plan, stride)
+    np.testing.assert_allclose(out[0, 0].numpy(), valid_reference(image, kernel, stride), rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if min(s) > 1], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("stride", [1, 2])
+def test_separable_matches_scipy_on_rank_one_kernels(image, shape, stride):
+    rng = np.random.default_rng(shape[0] + shape[1])
+    kernel = np.outer(rng.normal(size=shape[0]), rng.normal(size=shape[1])) / np.prod(shape)
+    plan = correlate.plan(kernel)
+    assert plan.column and plan.row, "a rank-1 kernel is found separable"
+    with torch.inference_mode():
+        out = correlate.correlate(torch.from_numpy(image)[None, None], torch.from_numpy(kernel).float(),
+                                  with_method(plan, "separable"), stride)
+    np.testing.assert_allclose(out[0, 0].numpy(), valid_reference(image, kernel, stride), rtol=0, atol=0.02)
+
+
+def test_sixteen_bit_values_through_fft_stay_within_a_level():
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 65536, size=(90, 120)).astype(np.float32)
+    kernel = rng.normal(size=(31, 31)) / 31
+    plan = correlate.plan(kernel)
+    assert plan.method == "fft"
+    with torch.inference_mode():
+        out = correlate.correlate(torch.from_numpy(image)[None, None], torch.from_numpy(kernel).float(), plan)
+    assert np.abs(out[0, 0].numpy() - valid_reference(image, kernel, 1)).max() < 0.5
+
+
+@pytest.mark.parametrize(
+    "name, method",
+    [("identity", "mac"), ("sharpen", "mac"), ("edge", "mac"), ("laplacian", "mac"), ("blur", "separable"),
+     ("gaussian5", "separable"), ("sobel-x", "mac"), ("prewitt-y", "mac"), ("unsharp5", "mac"),
+     ("motion-blur", "mac")],
+)
+def test_method_choice_for_the_library(name, method):
+    assert correlate.plan(np.array(kernels.resolve(name).weights())).method == method
+
+
+def test_large_kernels_go_to_fft_unless_separable():
+    rng = np.random.default_rng(1)
+    assert correlate.plan(rng.normal(size=(31, 31))).method == "fft"
+    gaussian = np.outer(*[np.exp(-np.linspace(-3, 3, 31) ** 2)] * 2)
+    assert correlate.plan(gaussian).method == "fft" if 62 > correlate.FFT_TAPS_CPU else "separable"
+    assert correlate.plan(rng.normal(size=(31, 31)), "cuda").method == "fft"
+    assert correlate.plan(rng.normal(size=(3, 3)), "cuda").method == "conv2d"
+
+
+@pytest.mark.parametrize("n, expected", [(1, 1), (7, 8), (97, 100), (1081, 1125), (1500, 1500), (2049, 2160)])
+def test_fast_length(n, expected):
+    assert correlate.fast_length(n) == expected
