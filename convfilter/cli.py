@@ -207,11 +207,15 @@ def _run(steps: list[Step], run: RunOptions) -> None:
     import os
 
     from convfilter import imageio, inputs, outputs, process
+    from convfilter.background import BackgroundFilter
+    from convfilter.modes import DEVICES, check_choice
     from convfilter.reporting import Reporter
     from convfilter.steps import op_name
 
     _check(run)
+    check_choice("device", run.device, DEVICES)
     shard = inputs.parse_shard(run.shard) if run.shard else None
+    pipeline = None if run.dry_run else BackgroundFilter(steps, run.device)  # torch loads meanwhile
     arguments = list(run.inputs or [])
     if not arguments and run.from_list is None:
         if sys.stdin.isatty():
@@ -233,10 +237,10 @@ def _run(steps: list[Step], run: RunOptions) -> None:
             print(f"{job.source} -> {job.target if job.target is not None else '(shown only)'}")
         return
 
-    from convfilter.pipeline import Filter, share_threads  # imports torch
-
     workers = run.jobs or os.cpu_count() or 1
-    share_threads(min(workers, len(jobs)))
+    pipeline.start(min(workers, len(jobs)))
+    if run.device == "cuda":
+        pipeline.ready()  # "no CUDA device" is a usage error, before any file
     options = process.WriteOptions(
         quality=run.quality,
         overwrite=run.overwrite,
@@ -251,7 +255,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
     with Reporter(total=len(jobs), quiet=run.quiet, progress=batch, keep=run.json) as reporter:
         with _terminate_as_interrupt():
             summary = process.process(
-                jobs, Filter(steps, run.device), options,
+                jobs, pipeline, options,
                 stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, on_result=reporter.result,
             )
         if batch and (summary.failed or summary.interrupted or not run.quiet):

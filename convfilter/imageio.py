@@ -73,7 +73,7 @@ def _gray_array(image: Image.Image) -> np.ndarray:
         return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
     if image.mode != "L":
         image = image.convert("L")
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable array: torch shares it without a warning
 
 
 @functools.lru_cache(maxsize=256)

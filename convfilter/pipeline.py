@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convfilter import borders, correlate
+from convfilter import borders, correlate, pooling
 from convfilter.errors import InputError, UsageError
 from convfilter.modes import DEVICES, check_choice
 from convfilter.steps import ConvStep, PoolStep, Step
@@ -65,6 +65,10 @@ class KernelConv2d(nn.Conv2d):
             x = borders.pad(x, *self.padding_lrtb, self.border)
         if torch.is_grad_enabled() and self.weight.requires_grad:
             return super().forward(x)  # autograd through torch's own convolution
+        return self.forward_padded(x)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The valid correlation (plus bias) of an input that is already padded."""
         out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0])
         return out.add_(self.bias) if self.bias is not None else out
 
@@ -88,10 +92,38 @@ class ValueRange(nn.Module):
         return (x.abs() if self.mode == "abs" else x).clamp(0.0, self.max_value)
 
 
-class MinPool2d(nn.MaxPool2d):
-    """Min pooling: the max pool of the negated image, negated back."""
+def _pool_fast(layer: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the strided-view pooling gives this layer's result: no gradient wanted, and in ceil
+    mode no partial window (those keep torch's own pooling, which averages only what exists)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return False
+    return not (layer.ceil_mode and pooling.has_partial_windows(*x.shape[-2:], layer.kernel_size, layer.stride))
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """`nn.AvgPool2d` (count_include_pad=False) with a fast path for whole windows."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_fast(self, x):
+            return pooling.whole_windows(x, self.kernel_size, self.stride, "avg")
+        return super().forward(x)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """`nn.MaxPool2d` with a fast path for whole windows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_fast(self, x):
+            return pooling.whole_windows(x, self.kernel_size, self.stride, "max")
+        return super().forward(x)
+
+
+class MinPool2d(nn.MaxPool2d):
+    """Min pooling: the max pool of the negated image, negated back; fast path for whole windows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_fast(self, x):
+            return pooling.whole_windows(x, self.kernel_size, self.stride, "min")
         return -super().forward(-x)
 
 
@@ -118,7 +150,7 @@ def _conv_layers(step: ConvStep, max_value: float) -> list[nn.Module]:
 
 
 def _pool_layers(step: PoolStep) -> list[nn.Module]:
-    pool_class = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d, "min": MinPool2d}[step.mode]
+    pool_class = {"avg": AvgPool2d, "max": MaxPool2d, "min": MinPool2d}[step.mode]
     options = {"count_include_pad": False} if step.mode == "avg" else {}
     check = RequireSize(step.size, step.size, f"--size {step.size} pooling needs at least {step.size}x{step.size} pixels")
     return [check, pool_class(step.size, step.stride, ceil_mode=step.ceil, **options)]
@@ -175,9 +207,52 @@ class Filter:
         return run(self.model(float(np.iinfo(image.dtype).max)), image[None], self.device)[0]
 
 
+# The working set of one band of the banded CPU path: small enough to stay in the CPU's cache.
+BAND_BYTES = 1 << 19
+
+
+def _single_convolution(model: nn.Sequential) -> tuple[KernelConv2d, ValueRange] | None:
+    """The (convolution, range) of a model that is one stride-1, pointwise-ranged convolution
+    computed by shifted passes; None for any other model."""
+    layers = [layer for layer in model if not isinstance(layer, RequireSize)]
+    if len(layers) != 2 or not isinstance(layers[0], KernelConv2d) or not isinstance(layers[1], ValueRange):
+        return None
+    conv, value_range = layers
+    if conv.stride != (1, 1) or value_range.mode == "stretch" or conv.plan("cpu").method not in ("mac", "separable"):
+        return None
+    return conv, value_range
+
+
+def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, value_range: ValueRange) -> np.ndarray:
+    """One convolution on the CPU, band by band: the integer image is padded once, then each band
+    of rows goes integer -> float -> correlation -> range -> rounded integer while it is in the
+    cache. The same layers and the same arithmetic as the whole-image path, a fraction of the
+    memory traffic (a 3 MP image: several times faster)."""
+    source = torch.from_numpy(np.require(images, requirements=["C", "W"])).unsqueeze(1)  # read only
+    for layer in model:
+        if isinstance(layer, RequireSize):
+            layer(source)
+    padded = borders.pad(source, *conv.padding_lrtb, conv.border)
+    height, width = images.shape[-2:]
+    extra = padded.shape[-2] - height
+    result = np.empty_like(images)
+    target = torch.from_numpy(result).unsqueeze(1)
+    rows = max(1, BAND_BYTES // (4 * padded.shape[-1] * images.shape[0]))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        band = conv.forward_padded(padded[..., top: bottom + extra, :].float())
+        target[..., top:bottom, :] = value_range(band).round_()
+    return result
+
+
 def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
     """(N, H, W) integer images -> (N, H', W') of the same dtype, rounded to nearest and clamped."""
     max_value = float(np.iinfo(images.dtype).max)
+    if torch.device(device).type == "cpu" and isinstance(model, nn.Sequential):
+        single = _single_convolution(model)
+        if single is not None:
+            with torch.inference_mode():
+                return _run_banded(model, images, *single)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1).to(device)
     with torch.inference_mode():
         y = model(x).round_().clamp_(0.0, max_value)
