@@ -18,7 +18,7 @@ import typer
 
 from convfilter import __version__, kernels
 from convfilter.errors import ConvfilterError, UsageError
-from convfilter.modes import DEFAULT_BORDER, DEFAULT_POOL_MODE, DEFAULT_QUALITY
+from convfilter.modes import DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY
 from convfilter.steps import Step
 
 app = typer.Typer(
@@ -103,6 +103,8 @@ SHARED_OPTIONS = {
     "fmt": (Annotated[Optional[str], typer.Option(
         "--format", help="Output format (png, jpg, webp, tiff, ...); default: by suffix.")], None),
     "quality": (Annotated[int, typer.Option("--quality", help="JPEG/WebP quality, 1-100.")], DEFAULT_QUALITY),
+    "png_compression": (Annotated[int, typer.Option(
+        "--png-compression", help="PNG zlib level, 0-9 (1: fast; Pillow's default is 6).")], DEFAULT_PNG_COMPRESSION),
     "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (never an input).")], False),
     "skip_existing": (Annotated[bool, typer.Option(
         "--skip-existing", help="Skip inputs whose output already exists (resume a run).")], False),
@@ -138,6 +140,7 @@ class RunOptions:
     output: Optional[str]
     fmt: Optional[str]
     quality: int
+    png_compression: int
     overwrite: bool
     skip_existing: bool
     recursive: bool
@@ -178,6 +181,8 @@ def _check(run: RunOptions) -> None:
         raise UsageError("--overwrite and --skip-existing cannot be used together")
     if not 1 <= run.quality <= 100:
         raise UsageError(f"--quality must be between 1 and 100, got {run.quality}")
+    if not 0 <= run.png_compression <= 9:
+        raise UsageError(f"--png-compression must be between 0 and 9, got {run.png_compression}")
     if run.max_pixels is not None and run.max_pixels < 1:
         raise UsageError(f"--max-pixels must be at least 1, got {run.max_pixels}")
     if run.jobs is not None and run.jobs < 1:
@@ -242,7 +247,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
     if run.device == "cuda":
         pipeline.ready()  # "no CUDA device" is a usage error, before any file
     options = process.WriteOptions(
-        quality=run.quality,
+        encoding=imageio.Encoding(run.quality, run.png_compression),
         overwrite=run.overwrite,
         skip_existing=run.skip_existing,
         show=run.show,

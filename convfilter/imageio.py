@@ -10,6 +10,7 @@ import functools
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convfilter.errors import InputError, OutputError, UsageError
+from convfilter.modes import DEFAULT_PNG_COMPRESSION, DEFAULT_QUALITY
 
 # Pillow's own limit is the default of --max-pixels; convfilter checks it itself, once, by header.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -95,16 +97,32 @@ def to_8bit(array: np.ndarray) -> np.ndarray:
     return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def encode(array: np.ndarray, fmt: str, stream: BinaryIO, quality: int) -> None:
+@dataclass(frozen=True)
+class Encoding:
+    """Encoder settings: JPEG/WebP quality, and the PNG zlib level. convfilter writes PNG at level 1
+    by default (Pillow's default is 6): several times faster to write, files a little larger."""
+
+    quality: int = DEFAULT_QUALITY
+    png_compression: int = DEFAULT_PNG_COMPRESSION
+
+    def options(self, fmt: str) -> dict:
+        if fmt in ("JPEG", "WEBP"):
+            return {"quality": self.quality}
+        if fmt == "PNG":
+            return {"compress_level": self.png_compression}
+        return {}
+
+
+def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = Encoding()) -> None:
     """Write one grayscale array to a stream in a Pillow format; 16-bit only where it can be kept."""
     if fmt not in SIXTEEN_BIT_FORMATS:
         array = to_8bit(array)
-    image = Image.fromarray(array)
-    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    image.save(stream, format=fmt, **options)
+    Image.fromarray(array).save(stream, format=fmt, **encoding.options(fmt))
 
 
-def write_image(array: np.ndarray, target: Path, fmt: str, quality: int, overwrite: bool = False) -> None:
+def write_image(
+    array: np.ndarray, target: Path, fmt: str, encoding: Encoding = Encoding(), overwrite: bool = False
+) -> None:
     """Atomically write `target` (creating its directory): a temporary file beside it, then a
     rename (or a link, which refuses to replace an existing file). No partial file is ever left."""
     temporary = None
@@ -112,7 +130,7 @@ def write_image(array: np.ndarray, target: Path, fmt: str, quality: int, overwri
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as stream:
-            encode(array, fmt, stream, quality)
+            encode(array, fmt, stream, encoding)
         os.chmod(temporary, 0o666 & ~_UMASK)
         if overwrite:
             os.replace(temporary, target)
@@ -134,10 +152,10 @@ def write_image(array: np.ndarray, target: Path, fmt: str, quality: int, overwri
             os.unlink(temporary)
 
 
-def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, quality: int) -> None:
+def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encoding = Encoding()) -> None:
     """Encode fully in memory first, so a failed encode writes nothing to the stream."""
     buffer = io.BytesIO()
-    encode(array, fmt, buffer, quality)
+    encode(array, fmt, buffer, encoding)
     stream.write(buffer.getvalue())
     stream.flush()
 

@@ -11,6 +11,7 @@ DEFAULT_BORDER = "reflect"
 DEFAULT_POOL_MODE = "avg"
 DEFAULT_RANGE = "clip"
 DEFAULT_QUALITY = 95
+DEFAULT_PNG_COMPRESSION = 1
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:

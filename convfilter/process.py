@@ -54,7 +54,7 @@ class Summary:
 
 @dataclass(frozen=True)
 class WriteOptions:
-    quality: int
+    encoding: imageio.Encoding
     overwrite: bool = False
     skip_existing: bool = False
     show: bool = False
@@ -85,9 +85,9 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
         source = stdin.read() if job.source == imageio.STDIO else job.source
         result = filter_fn(imageio.read_image(source, options.max_pixels))
         if target == imageio.STDIO:
-            imageio.write_stream(result, stdout, job.format, options.quality)
+            imageio.write_stream(result, stdout, job.format, options.encoding)
         elif target is not None:
-            imageio.write_image(result, Path(target), job.format, options.quality, options.overwrite)
+            imageio.write_image(result, Path(target), job.format, options.encoding, options.overwrite)
         if options.show:
             imageio.show_image(result)
         return JobResult(job, WRITTEN)

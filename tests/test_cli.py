@@ -103,6 +103,19 @@ def test_quality_sets_jpeg_quality(cli, camera_copy, tmp_path):
     assert low.stat().st_size < high.stat().st_size / 2
 
 
+def test_png_compression_level_changes_size_not_pixels(cli, camera_copy, tmp_path):
+    sizes = {}
+    for level in ("0", "1", "9"):
+        out = tmp_path / f"level{level}.png"
+        assert cli("apply", camera_copy, "-k", "blur", "-o", out, "--png-compression", level).exit_code == 0
+        sizes[level] = out.stat().st_size
+    assert sizes["0"] > sizes["1"] > sizes["9"]
+    assert np.array_equal(gray(tmp_path / "level0.png"), gray(tmp_path / "level9.png"))
+    default = tmp_path / "default.png"
+    assert cli("apply", camera_copy, "-k", "blur", "-o", default).exit_code == 0
+    assert default.read_bytes() == (tmp_path / "level1.png").read_bytes()
+
+
 def test_an_input_is_never_overwritten(cli, camera_copy):
     before = camera_copy.read_bytes()
     result = cli("apply", camera_copy, "-k", "blur", "-o", camera_copy, "--overwrite")
@@ -214,6 +227,7 @@ def test_unknown_kernel_exits_2_with_suggestions(cli, camera_copy):
         (["apply", "-k", "blur", "--repeat", "0"], "--repeat must be at least 1, got 0"),
         (["apply"], "no kernel given; use -k NAME (see 'convfilter kernels')"),
         (["apply", "-k", "blur", "--quality", "101"], "--quality must be between 1 and 100, got 101"),
+        (["apply", "-k", "blur", "--png-compression", "10"], "--png-compression must be between 0 and 9, got 10"),
         (["apply", "-k", "blur", "-o", "x.nope"], "unknown output format '.nope'; choose from"),
         (["apply", "-k", "laplacian", "--normalize"], "cannot normalize: the weights sum to 0"),
         (["apply", "-k", "blur", "--device", "tpu"], "unknown device 'tpu'; choose from auto, cpu, cuda"),

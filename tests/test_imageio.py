@@ -59,7 +59,7 @@ def test_sixteen_bit_png_stays_sixteen_bit(tmp_path):
     assert array.dtype == np.uint16 and np.array_equal(array, values)
     for fmt, suffix in (("PNG", ".png"), ("TIFF", ".tif")):
         out = tmp_path / f"out{suffix}"
-        imageio.write_image(array, out, fmt, 95)
+        imageio.write_image(array, out, fmt, imageio.Encoding())
         assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), values)
 
 
@@ -67,9 +67,9 @@ def test_sixteen_bit_to_jpeg_is_scaled_to_eight_bits(tmp_path):
     values = np.full((8, 8), 65535, np.uint16)
     values[0, 0] = 257 * 100
     out = tmp_path / "out.png"
-    imageio.write_image(imageio.to_8bit(values), out, "PNG", 95)
+    imageio.write_image(imageio.to_8bit(values), out, "PNG", imageio.Encoding())
     assert gray(out)[0, 0] == 100 and gray(out)[1, 1] == 255
-    imageio.write_image(np.full((16, 16), 257 * 100, np.uint16), tmp_path / "out.jpg", "JPEG", 95)
+    imageio.write_image(np.full((16, 16), 257 * 100, np.uint16), tmp_path / "out.jpg", "JPEG", imageio.Encoding())
     assert np.abs(gray(tmp_path / "out.jpg").astype(int) - 100).max() <= 1  # JPEG: within 1 level
 
 
@@ -84,13 +84,13 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
 def test_write_is_atomic_when_encoding_fails(tmp_path, monkeypatch):
     target = tmp_path / "out.png"
 
-    def half_written(array, fmt, stream, quality):
+    def half_written(array, fmt, stream, encoding):
         stream.write(b"\x89PNG partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(imageio, "encode", half_written)
     with pytest.raises(OutputError, match=r"^cannot write '.*out.png': No space left on device$"):
-        imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95)
+        imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", imageio.Encoding())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -98,15 +98,15 @@ def test_write_refuses_an_existing_file_and_leaves_it(tmp_path):
     target = tmp_path / "out.png"
     target.write_bytes(b"old")
     with pytest.raises(OutputError, match=r"exists \(use --overwrite or --skip-existing\)$"):
-        imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95)
+        imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", imageio.Encoding())
     assert target.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
-    imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95, overwrite=True)
+    imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", imageio.Encoding(), overwrite=True)
     assert gray(target).shape == (4, 4)
 
 
 def test_written_files_get_ordinary_permissions(tmp_path):
     target = tmp_path / "out.png"
-    imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", 95)
+    imageio.write_image(np.zeros((4, 4), np.uint8), target, "PNG", imageio.Encoding())
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
