@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
@@ -126,6 +128,9 @@ SHARED_OPTIONS = {
         "--show", help="Show the result in the system viewer (without -o: instead of writing).")], False),
     "quiet": (Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")], False),
     "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")], "auto"),
+    "background": (Annotated[Optional[str], typer.Option(
+        "--background", help="Composite transparent images on this colour (white, #rrggbb, 0-255) before "
+        "going grey. Default: alpha is ignored.", show_default=False)], None),
     "max_pixels": (Annotated[Optional[int], typer.Option(
         "--max-pixels", help="Refuse images with more pixels than this. Default: Pillow's limit (89478485).",
         show_default=False)], None),
@@ -154,6 +159,7 @@ class RunOptions:
     show: bool
     quiet: bool
     device: str
+    background: Optional[str]
     max_pixels: Optional[int]
 
 
@@ -219,6 +225,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
 
     _check(run)
     check_choice("device", run.device, DEVICES)
+    background = imageio.parse_background(run.background) if run.background is not None else None
     shard = inputs.parse_shard(run.shard) if run.shard else None
     pipeline = None if run.dry_run else BackgroundFilter(steps, run.device)  # torch loads meanwhile
     arguments = list(run.inputs or [])
@@ -252,6 +259,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
         skip_existing=run.skip_existing,
         show=run.show,
         max_pixels=run.max_pixels or imageio.DEFAULT_MAX_PIXELS,
+        background=background,
         workers=workers,
         fail_fast=run.fail_fast,
         debug=_debug,
@@ -423,6 +431,10 @@ def kernels_show(
 
 def main() -> None:
     """The console script: run the app; Ctrl-C exits 130 with one line."""
+    # Pillow warns (several lines each) about damaged files that it still reads or that fail
+    # anyway with one clear error line from convfilter: not for a user's terminal.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)  # its log lines on damaged files, likewise
     try:
         app(prog_name="convfilter")
     except KeyboardInterrupt:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import functools
 import io
 import os
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from convfilter.errors import InputError, OutputError, UsageError
 from convfilter.modes import DEFAULT_PNG_COMPRESSION, DEFAULT_QUALITY
@@ -32,8 +34,23 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Load the first frame, apply EXIF orientation and convert to grayscale (ITU-R 601-2 luma)."""
+def parse_background(value: str) -> tuple[int, int, int]:
+    """A --background colour: a name ('white'), '#rrggbb', 'rgb(...)' or a grey level 0-255."""
+    if value.strip().isdigit() and int(value) <= 255:
+        return (int(value),) * 3
+    try:
+        return ImageColor.getrgb(value)[:3]
+    except ValueError:
+        raise UsageError(f"unknown --background colour {value!r}; give a name like white, #rrggbb or 0-255") from None
+
+
+def read_image(
+    source: str | Path | bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """Load the first frame, apply EXIF orientation and convert to grayscale (ITU-R 601-2 luma).
+    Alpha is ignored, or, with a `background` colour, the image is composited on it first."""
     if isinstance(source, bytes):
         if not source:
             raise InputError("empty input (no bytes)")
@@ -59,20 +76,46 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
             if image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
                 image.draft("L", image.size)  # decode the luma channel only
             image = ImageOps.exif_transpose(image)
+            if background is not None and has_alpha(image):
+                image = _composite(image, background)
             return _gray_array(image)
     except PermissionError:
         raise InputError("cannot read it: permission denied") from None
     except UnidentifiedImageError:
         raise InputError("not an image (Pillow cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except MemoryError:
+        raise InputError("not enough memory to decode it") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
+            struct.error, zlib.error) as error:  # what Pillow's decoders raise on damaged data
         raise InputError(f"truncated or corrupt image: {error}") from None
 
 
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
+
+def has_alpha(image: Image.Image) -> bool:
+    return image.mode in ALPHA_MODES or "transparency" in image.info
+
+
+def _composite(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
+
+
 def _gray_array(image: Image.Image) -> np.ndarray:
+    """8-bit luma; 16-bit grayscale stays 16-bit; 32-bit integers are clamped to 16 bits; floats
+    in 0-1 become 16-bit (x 65535), other floats are grey levels, 8-bit up to 255, else 16-bit."""
     if image.mode in SIXTEEN_BIT_MODES:
         return np.asarray(image).astype(np.uint16)
-    if image.mode == "I":  # 32-bit integer: keep 16 bits, clamped
+    if image.mode == "I":
         return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=65535.0, neginf=0.0)
+        if values.size and values.min() >= 0 and values.max() <= 1:
+            return np.round(values * 65535).astype(np.uint16)
+        if values.max(initial=0) <= 255:
+            return np.clip(np.round(values), 0, 255).astype(np.uint8)
+        return np.clip(np.round(values), 0, 65535).astype(np.uint16)
     if image.mode != "L":
         image = image.convert("L")
     return np.array(image, dtype=np.uint8)  # a writable array: torch shares it without a warning
@@ -143,6 +186,8 @@ def write_image(
                 if target.exists():
                     raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)") from None
                 os.replace(temporary, target)
+    except FileExistsError:  # the directory to create is a file
+        raise OutputError(f"cannot write '{target}': '{target.parent}' is not a directory") from None
     except OSError as error:
         raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
     except (ValueError, KeyError) as error:  # Pillow cannot encode this image in this format

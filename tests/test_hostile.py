@@ -1,0 +1,318 @@
+"""Every kind of image, kernel and output a user can throw at convfilter: a sensible result or one
+clear error line with the documented exit code, and never a partial or temporary file.
+
+Each case makes its own real file. Reference values come from numpy (ITU-R 601-2 luma:
+L = R * 299/1000 + G * 587/1000 + B * 114/1000) or scipy, with the tolerance stated."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from PIL import Image
+
+from conftest import ASTRONAUT, CAMERA, gray
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float64)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture
+def rgb() -> np.ndarray:
+    """A 40 x 48 RGB crop of a real photo."""
+    return np.asarray(Image.open(ASTRONAUT).convert("RGB"))[100:140, 200:248]
+
+
+def run_identity(cli, source: Path, out: Path, *options: str):
+    result = cli("apply", source, "-k", "identity", "-o", out, *options)
+    assert result.exit_code == 0, result.stderr
+    return Image.open(out)
+
+
+# ---------------------------------------------------------------------------- image modes
+
+
+def test_mode_1_bit(cli, tmp_path):
+    bits = (np.indices((20, 30)).sum(axis=0) % 3 == 0)
+    Image.fromarray(bits).save(tmp_path / "bits.png")
+    assert Image.open(tmp_path / "bits.png").mode == "1"
+    out = run_identity(cli, tmp_path / "bits.png", tmp_path / "out.png")
+    assert out.mode == "L" and np.array_equal(np.asarray(out), bits * 255)
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_alpha_is_ignored_unless_background(cli, tmp_path, rgb, mode):
+    alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))
+    if mode == "LA":
+        base = np.asarray(Image.fromarray(rgb).convert("L"))
+        Image.fromarray(np.dstack([base, alpha]), "LA").save(tmp_path / "in.png")
+        color = base.astype(np.float64)
+    else:
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "in.png")
+        color = luma(rgb)
+    assert Image.open(tmp_path / "in.png").mode == mode
+    ignored = np.asarray(run_identity(cli, tmp_path / "in.png", tmp_path / "ignored.png"))
+    assert np.abs(ignored - color).max() <= 1  # luma of the colour, alpha dropped
+    white = np.asarray(run_identity(cli, tmp_path / "in.png", tmp_path / "white.png", "--background", "white"))
+    a = alpha / 255.0
+    assert np.abs(white - (color * a + 255 * (1 - a))).max() <= 1.5  # composited on white, two roundings
+    assert white[:, 0].min() == 255  # fully transparent: the background
+
+
+def test_palette_with_and_without_transparency(cli, tmp_path, rgb):
+    palette = Image.fromarray(rgb).quantize(16)
+    palette.save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    out = np.asarray(run_identity(cli, tmp_path / "p.png", tmp_path / "p_out.png"))
+    assert np.abs(out - luma(np.asarray(palette.convert("RGB")))).max() <= 1
+    index = int(np.asarray(palette)[0, 0])
+    palette.save(tmp_path / "pt.png", transparency=index)
+    assert "transparency" in Image.open(tmp_path / "pt.png").info
+    ignored = np.asarray(run_identity(cli, tmp_path / "pt.png", tmp_path / "pt_out.png"))
+    assert np.array_equal(ignored, out)
+    black = np.asarray(run_identity(cli, tmp_path / "pt.png", tmp_path / "pt_black.png", "--background", "0"))
+    hidden = np.asarray(palette) == index
+    assert np.all(black[hidden] == 0) and np.array_equal(black[~hidden], out[~hidden])
+
+
+def test_cmyk_jpeg(cli, tmp_path, rgb):
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=98)
+    assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK"
+    out = np.asarray(run_identity(cli, tmp_path / "cmyk.jpg", tmp_path / "out.png"))
+    assert out.shape == rgb.shape[:2]
+    assert np.abs(out - luma(rgb)).mean() < 3  # JPEG is lossy: close to the colour's luma on average
+
+
+def test_sixteen_bit_png_stays_sixteen_bit_through_the_cli(cli, tmp_path):
+    values = (np.arange(30 * 40).reshape(30, 40) * 53 % 65536).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    for suffix in (".png", ".tif"):
+        out = run_identity(cli, tmp_path / "deep.png", tmp_path / f"out{suffix}")
+        assert out.mode.startswith("I;16") and np.array_equal(np.asarray(out).astype(np.uint16), values)
+    jpeg = run_identity(cli, tmp_path / "deep.png", tmp_path / "out.jpg")
+    assert jpeg.mode == "L"
+    blurred = run_identity(cli, tmp_path / "deep.png", tmp_path / "blur.png")
+    assert blurred.mode.startswith("I;16")
+
+
+def test_thirty_two_bit_integers_are_clamped_to_sixteen_bits(cli, tmp_path):
+    Image.fromarray(np.array([[-5, 0, 7], [1000, 65535, 70000]], np.int32)).save(tmp_path / "i.tif")
+    assert Image.open(tmp_path / "i.tif").mode == "I"
+    out = run_identity(cli, tmp_path / "i.tif", tmp_path / "out.png")
+    assert np.array_equal(np.asarray(out), [[0, 0, 7], [1000, 65535, 65535]])
+
+
+@pytest.mark.parametrize(
+    "values, expected, depth",
+    [
+        ([[0.0, 0.25], [1.0, np.nan]], [[0, 16384], [65535, 0]], "I;16"),  # 0-1 floats: x 65535, NaN -> 0
+        ([[0.0, 12.4], [254.6, 255.0]], [[0, 12], [255, 255]], "L"),  # grey levels
+        ([[-3.0, 300.0], [1e6, 2.0]], [[0, 300], [65535, 2]], "I;16"),  # beyond 8 bits: 16-bit levels
+    ],
+)
+def test_float_tiff(cli, tmp_path, values, expected, depth):
+    Image.fromarray(np.array(values, np.float32)).save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    out = run_identity(cli, tmp_path / "f.tif", tmp_path / "out.png")
+    assert out.mode == depth and np.array_equal(np.asarray(out), expected)
+
+
+def test_rotated_phone_photo_comes_out_upright(cli, tmp_path):
+    stored = np.full((60, 100, 3), 20, np.uint8)
+    stored[:20, :30] = 250  # a bright block at the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    out = np.asarray(run_identity(cli, tmp_path / "phone.jpg", tmp_path / "out.png"))
+    assert out.shape == (100, 60)  # portrait, as shown
+    assert out[:30, -20:].mean() > 200 and out[-30:, :20].mean() < 60  # the block is now top-right
+
+
+def test_animated_webp_gives_its_first_frame(cli, tmp_path):
+    frames = [Image.new("RGB", (12, 10), (v, v, v)) for v in (40, 220, 90)]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    assert Image.open(tmp_path / "anim.webp").n_frames == 3
+    out = run_identity(cli, tmp_path / "anim.webp", tmp_path / "out.png")
+    assert np.all(np.asarray(out) == 40)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (2, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("border, mode", [("replicate", "nearest"), ("zeros", "constant"), ("circular", "wrap")])
+def test_tiny_images_with_every_border(cli, tmp_path, shape, border, mode):
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "tiny.png")
+    kernel = "1,2,1;2,4,2;1,2,1" if border == "circular" else "gaussian5"
+    weights = np.outer([1, 2, 1], [1, 2, 1]) / 16 if border == "circular" else np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256
+    result = cli("apply", tmp_path / "tiny.png", "-k", kernel, "--border", border, "-o", tmp_path / "out.png",
+                 *(["--normalize"] if border == "circular" else []))
+    assert result.exit_code == 0, result.stderr
+    expected = np.round(ndi.correlate(image.astype(np.float64), weights, mode=mode))
+    assert np.abs(gray(tmp_path / "out.png") - expected).max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (2, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_tiny_images_under_reflect_are_a_per_file_error(cli, tmp_path, shape):
+    Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "tiny.png")
+    result = cli("apply", tmp_path / "tiny.png", "-k", "gaussian5", "-o", tmp_path / "out" / "x.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{tmp_path / 'tiny.png'}': image is {shape[1]}x{shape[0]}, too "
+                             "small: a 5x5 kernel with --border reflect needs each side longer than 2 pixels\n")
+    assert listing(tmp_path) == ["tiny.png"]
+
+
+def test_one_by_one_with_a_one_by_one_kernel_under_reflect(cli, tmp_path):
+    Image.fromarray(np.array([[77]], np.uint8)).save(tmp_path / "dot.png")
+    out = run_identity(cli, tmp_path / "dot.png", tmp_path / "out.png", "--scale", "2")
+    assert np.asarray(out).tolist() == [[154]]
+
+
+# ---------------------------------------------------------------------------- broken inputs
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no data: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_refused_from_its_header(cli, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(100_000, 100_000))
+    out = tmp_path / "out"
+    result = cli("apply", bomb, "-k", "blur", "-o", out / "bomb.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{bomb}': 100000x100000 is 10000000000 pixels, more than "
+                             "--max-pixels 89478485\n")
+    assert not out.exists()
+
+
+def test_max_pixels_raises_the_limit(cli, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header_only(10_000, 10_000))  # 100 MP claimed, data missing
+    result = cli("apply", big, "-k", "blur", "-o", tmp_path / "out.png", "--max-pixels", "200000000")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"convfilter: error: '{big}': truncated or corrupt image")  # decoded, then found short
+    assert listing(tmp_path) == ["big.png"]
+
+
+def test_png_named_jpg_works_and_truncated_files_fail(cli, tmp_path, camera):
+    (tmp_path / "really_png.jpg").write_bytes(CAMERA.read_bytes())
+    out = run_identity(cli, tmp_path / "really_png.jpg", tmp_path / "ok.png")
+    assert np.array_equal(np.asarray(out), camera)
+    (tmp_path / "cut.jpg").write_bytes(ASTRONAUT.read_bytes()[: ASTRONAUT.stat().st_size // 2])
+    result = cli("apply", tmp_path / "cut.jpg", "-k", "blur", "-o", tmp_path / "cut_out.png")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"convfilter: error: '{tmp_path / 'cut.jpg'}': truncated or corrupt image: ")
+    assert not (tmp_path / "cut_out.png").exists()
+
+
+def test_a_directory_where_a_file_is_needed(cli, tmp_path, camera_copy):
+    """A directory as a --from list or as a kernel: a usage error (exit 2), nothing written."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    result = cli("apply", "--from", folder, "-k", "blur", "-o", tmp_path / "out")
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: --from '{folder}': cannot read it: Is a directory\n")
+    result = cli("apply", camera_copy, "-k", folder)
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: kernel '{folder}' is a directory, not a kernel file\n")
+    assert not (tmp_path / "out").exists() and listing(camera_copy.parent) == ["folder", "photo.png"]
+
+
+def test_broken_files_in_a_batch_do_not_stop_the_others(cli, tmp_path, camera):
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "good.png").write_bytes(CAMERA.read_bytes())
+    (source / "bomb.png").write_bytes(png_header_only(100_000, 100_000))
+    (source / "html.jpg").write_text("<!doctype html><title>404</title>")
+    (source / "cut.png").write_bytes(CAMERA.read_bytes()[:2000])
+    (source / "empty.gif").write_bytes(b"")
+    result = cli("apply", source, "-k", "identity", "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.count("convfilter: error:") == 4
+    assert listing(tmp_path / "out") == ["good.png"]
+    assert np.array_equal(gray(tmp_path / "out" / "good.png"), camera)
+
+
+# ---------------------------------------------------------------------------- broken kernels (exit 2)
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("ragged.txt", "1 2 3\n1 2\n", "kernel file '{p}', line 2: expected 3 values like the first row, got 2"),
+        ("empty.txt", "", "kernel file '{p}': no weights (it is empty or holds only comments)"),
+        ("comments.txt", "# nothing\n\n# here\n", "kernel file '{p}': no weights (it is empty or holds only comments)"),
+        ("words.txt", "1 2\nthree 4\n", "kernel file '{p}', line 2: 'three' is not a number"),
+        ("nan.txt", "nan 1\n", "kernel file '{p}', line 1: value 'nan' is not finite"),
+        ("inf.txt", "1 inf\n", "kernel file '{p}', line 1: value 'inf' is not finite"),
+        ("zero.toml", "weights = [[]]\n", "kernel file '{p}', line 1: empty row"),
+        ("huge.txt", "\n".join([" ".join(["1"] * 65)] * 65), "kernel file '{p}', line 1: 65 values in a row; the most allowed is 63"),
+        ("bad.toml", "weights = [[1, 2]]\nscale = = 2\n", "kernel file '{p}', line 2: invalid TOML: Invalid value (column 9)"),
+        ("types.toml", "weights = [[1, 2]]\nbias = [1]\n", "kernel file '{p}', line 2: 'bias': expected a number, got list [1]"),
+        ("range.toml", "weights = [[1]]\nrange = 'mirror'\n", "kernel file '{p}', line 2: unknown range 'mirror'; choose from clip, abs, stretch"),
+    ],
+)
+def test_broken_kernel_files_exit_2_with_file_and_line(cli, camera_copy, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    result = cli("apply", camera_copy, "-k", path, "-o", tmp_path / "out.png")
+    assert result.exit_code == 2
+    assert result.stderr == f"convfilter: error: {message.format(p=path)}\n"
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_zero_sum_kernel_with_normalize_exits_2(cli, camera_copy):
+    result = cli("apply", camera_copy, "-k", "sobel-x", "--normalize")
+    assert result.exit_code == 2
+    assert result.stderr.endswith("sobel-x.toml': cannot normalize: the weights sum to 0\n")
+    assert listing(camera_copy.parent) == ["photo.png"]
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def test_output_directory_that_cannot_be_created(cli, camera_copy, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    result = cli("apply", camera_copy, "-k", "blur", "-o", blocker / "out.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{camera_copy}': cannot write '{blocker / 'out.png'}': "
+                             f"'{blocker}' is not a directory\n")
+
+
+def test_format_that_cannot_hold_grayscale_is_refused_clearly(cli, camera_copy, tmp_path):
+    result = cli("apply", camera_copy, "-k", "blur", "-o", tmp_path / "out.xbm")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{camera_copy}': cannot write '{tmp_path / 'out.xbm'}': "
+                             "cannot write mode L as XBM\n")
+    assert listing(tmp_path) == ["photo.png"]
+
+
+def test_full_disk_leaves_no_partial_file_and_the_input_untouched(cli, camera_copy, monkeypatch):
+    from convfilter import imageio
+
+    before = camera_copy.read_bytes()
+
+    def disk_full(array, fmt, stream, encoding):
+        stream.write(b"\x89PNG\r\n\x1a\n half an image")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(imageio, "encode", disk_full)
+    result = cli("apply", camera_copy, "-k", "blur")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{camera_copy}': cannot write "
+                             f"'{camera_copy.parent / 'photo_blur.png'}': No space left on device\n")
+    assert listing(camera_copy.parent) == ["photo.png"]
+    assert camera_copy.read_bytes() == before
