@@ -266,7 +266,7 @@ def test_bad_inputs_exit_1_with_one_line(cli, tmp_path, make, message):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"convfilter: error: '{source}': {message}")
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
-    assert not (tmp_path / "out.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if source == tmp_path / "missing.png" else [source.name])
 
 
 def test_max_pixels_refuses_a_larger_image(cli, camera_copy, tmp_path):
