@@ -3,12 +3,15 @@
 from convfilter.errors import UsageError
 
 BORDERS = ("reflect", "replicate", "zeros", "circular")
-POOL_MODES = ("avg", "max", "min")
+POOL_MODES = ("avg", "max", "min", "stochastic")
+ADAPTIVE_POOL_MODES = ("avg", "max", "min")
+UPSAMPLE_MODES = ("nearest", "bilinear")
 RANGES = ("clip", "abs", "stretch")
 DEVICES = ("auto", "cpu", "cuda")
 
 DEFAULT_BORDER = "reflect"
 DEFAULT_POOL_MODE = "avg"
+DEFAULT_POOL_SIZE = 2
 DEFAULT_RANGE = "clip"
 DEFAULT_QUALITY = 95
 DEFAULT_PNG_COMPRESSION = 1

@@ -1,8 +1,10 @@
-"""The shared torch pipeline: steps become an `nn.Sequential` of frozen layers, run on (N, 1, H, W).
+"""The shared torch pipeline: steps become an `nn.Sequential` of frozen layers, run on
+(N, C, H, W) float tensors: C = 1 for grayscale, 3 for colour (each channel filtered alone).
 
 Every subcommand goes through `build` and `run`. Values are float32 in the image's units
 (0-255, or 0-65535 for 16-bit); each convolution is followed by its range mapping (CONTRACT §5),
-and only `run` rounds, at the very end.
+and only `run` rounds, at the very end. An alpha channel is carried past the filters: it only
+follows the geometry (strides, pooling, upsampling).
 """
 
 from __future__ import annotations
@@ -14,120 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from convfilter import borders, correlate, pooling
-from convfilter.errors import InputError, UsageError
+from convfilter import borders
+from convfilter.errors import UsageError
+from convfilter.layers import (
+    AdaptiveMinPool2d, AvgPool2d, KernelConv2d, MaxPool2d, MinPool2d, RequireSize, StochasticPool2d, Upsample2d,
+    ValueRange,
+)
 from convfilter.modes import DEVICES, check_choice
-from convfilter.steps import ConvStep, PoolStep, Step
+from convfilter.steps import AdaptivePoolStep, ConvStep, PoolStep, Step
 
 
-class RequireSize(nn.Module):
-    """Refuses (as a per-image InputError) an image smaller than the next layer can take."""
-
-    def __init__(self, min_height: int, min_width: int, reason: str):
-        super().__init__()
-        self.min_height, self.min_width, self.reason = min_height, min_width, reason
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        if height < self.min_height or width < self.min_width:
-            raise InputError(f"image is {width}x{height}, too small: {self.reason}")
-        return x
-
-
-class KernelConv2d(nn.Conv2d):
-    """An `nn.Conv2d` whose frozen weight is one kernel, padded by a border rule to keep the size.
-
-    Even sizes put the extra row/column of padding at the bottom/right (CONTRACT §3).
-    """
-
-    def __init__(self, weights, bias: float, border: str, stride: int = 1):
-        height, width = len(weights), len(weights[0])
-        super().__init__(1, 1, (height, width), stride=stride, padding=0, bias=True)
-        with torch.no_grad():
-            self.weight.copy_(torch.tensor(weights, dtype=torch.float32).view(1, 1, height, width))
-            self.bias.fill_(bias)
-        self.requires_grad_(False)
-        top, left = (height - 1) // 2, (width - 1) // 2
-        self.padding_lrtb = (left, width - 1 - left, top, height - 1 - top)
-        self.border = border
-        self._plan, self._plan_key = None, None
-
-    def plan(self, device_type: str) -> correlate.Plan:
-        """The fastest exact method for this kernel on a device type (cached until the weight changes)."""
-        key = (device_type, self.weight._version)
-        if self._plan_key != key:
-            kernel = self.weight.detach()[0, 0].double().cpu().numpy()
-            self._plan, self._plan_key = correlate.plan(kernel, device_type), key
-        return self._plan
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(self.padding_lrtb):
-            x = borders.pad(x, *self.padding_lrtb, self.border)
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            return super().forward(x)  # autograd through torch's own convolution
-        return self.forward_padded(x)
-
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """The valid correlation (plus bias) of an input that is already padded."""
-        out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0])
-        return out.add_(self.bias) if self.bias is not None else out
-
-
-class ValueRange(nn.Module):
-    """CONTRACT §5: `clip` clamps, `abs` takes |v| then clamps, `stretch` maps min..max to the full range.
-    In inference mode it works in place: in the pipeline its input is a convolution's fresh output."""
-
-    def __init__(self, mode: str, max_value: float):
-        super().__init__()
-        self.mode, self.max_value = mode, max_value
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "stretch":
-            low = x.amin(dim=(1, 2, 3), keepdim=True)
-            span = x.amax(dim=(1, 2, 3), keepdim=True) - low
-            stretched = (x - low) * (self.max_value / span.clamp_min(1e-30))
-            x = torch.where(span > 0, stretched, x)  # a constant image stays as it is
-        if torch.is_inference_mode_enabled():  # the convolution's own fresh output: no copy needed
-            return (x.abs_() if self.mode == "abs" else x).clamp_(0.0, self.max_value)
-        return (x.abs() if self.mode == "abs" else x).clamp(0.0, self.max_value)
-
-
-def _pool_fast(layer: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the strided-view pooling gives this layer's result: no gradient wanted, and in ceil
-    mode no partial window (those keep torch's own pooling, which averages only what exists)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return False
-    return not (layer.ceil_mode and pooling.has_partial_windows(*x.shape[-2:], layer.kernel_size, layer.stride))
-
-
-class AvgPool2d(nn.AvgPool2d):
-    """`nn.AvgPool2d` (count_include_pad=False) with a fast path for whole windows."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _pool_fast(self, x):
-            return pooling.whole_windows(x, self.kernel_size, self.stride, "avg")
-        return super().forward(x)
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """`nn.MaxPool2d` with a fast path for whole windows."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _pool_fast(self, x):
-            return pooling.whole_windows(x, self.kernel_size, self.stride, "max")
-        return super().forward(x)
-
-
-class MinPool2d(nn.MaxPool2d):
-    """Min pooling: the max pool of the negated image, negated back; fast path for whole windows."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _pool_fast(self, x):
-            return pooling.whole_windows(x, self.kernel_size, self.stride, "min")
-        return -super().forward(-x)
-
-
-def _conv_layers(step: ConvStep, max_value: float) -> list[nn.Module]:
+def _conv_layers(step: ConvStep, max_value: float, channels: int) -> list[nn.Module]:
     height, width = len(step.weights), len(step.weights[0])
     layers: list[nn.Module] = []
     if step.border in ("reflect", "circular"):
@@ -144,28 +43,53 @@ def _conv_layers(step: ConvStep, max_value: float) -> list[nn.Module]:
             )
         )
     bias = step.bias * max_value / 255.0  # bias is given in 0-255 units
-    layers.append(KernelConv2d(step.weights, bias, step.border, step.stride))
+    layers.append(KernelConv2d(step.weights, bias, step.border, step.stride, channels))
     layers.append(ValueRange(step.range, max_value))
     return layers
 
 
 def _pool_layers(step: PoolStep) -> list[nn.Module]:
+    check = RequireSize(step.size, step.size, f"--size {step.size} pooling needs at least {step.size}x{step.size} pixels")
+    if step.mode == "stochastic":
+        return [check, StochasticPool2d(step.size, step.stride, step.ceil, step.seed)]
     pool_class = {"avg": AvgPool2d, "max": MaxPool2d, "min": MinPool2d}[step.mode]
     options = {"count_include_pad": False} if step.mode == "avg" else {}
-    check = RequireSize(step.size, step.size, f"--size {step.size} pooling needs at least {step.size}x{step.size} pixels")
     return [check, pool_class(step.size, step.stride, ceil_mode=step.ceil, **options)]
 
 
-def build(steps: list[Step], max_value: float = 255.0) -> nn.Sequential:
+def _adaptive_layer(step: AdaptivePoolStep) -> nn.Module:
+    pool_class = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d, "min": AdaptiveMinPool2d}[step.mode]
+    return pool_class((step.height, step.width))
+
+
+def build(steps: list[Step], max_value: float = 255.0, channels: int = 1) -> nn.Sequential:
     """The steps as one frozen `nn.Sequential`; repeat and stride are options of the layers."""
     layers: list[nn.Module] = []
     for step in steps:
         if isinstance(step, ConvStep):
             for _ in range(step.repeat):
-                layers.extend(_conv_layers(step, max_value))
-        else:
+                layers.extend(_conv_layers(step, max_value, channels))
+        elif isinstance(step, PoolStep):
             layers.extend(_pool_layers(step))
+        elif isinstance(step, AdaptivePoolStep):
+            layers.append(_adaptive_layer(step))
+        else:
+            layers.append(Upsample2d(step.factor, step.mode, channels))
     return nn.Sequential(*layers).eval().requires_grad_(False)
+
+
+def geometry(steps: list[Step]) -> list[Step]:
+    """What an alpha channel goes through: the same sizes and strides, no filtering (a 1x1
+    identity kernel for each convolution; an average for a stochastic pool)."""
+    carried: list[Step] = []
+    for step in steps:
+        if isinstance(step, ConvStep):
+            carried.append(ConvStep("alpha", ((1.0,),), 0.0, "zeros", "clip", step.repeat, step.stride))
+        elif isinstance(step, PoolStep) and step.mode == "stochastic":
+            carried.append(PoolStep(step.size, step.stride, "avg", step.ceil))
+        else:
+            carried.append(step)
+    return carried
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,23 +112,37 @@ def share_threads(workers: int) -> None:
 
 
 class Filter:
-    """A built pipeline on a device: call it with an (H, W) uint8/uint16 array, get one back.
-    Safe to call from several threads: the frozen model is only read."""
+    """A built pipeline on a device: call it with an (H, W) or (H, W, C) uint8/uint16 array, get
+    one back. With C = 2 or 4 the last channel is alpha: it follows the geometry only.
+    Safe to call from several threads: the frozen models are only read."""
 
     def __init__(self, steps: list[Step], device: str = "auto"):
         self.steps = steps
         self.device = resolve_device(device)
-        self._models: dict[float, nn.Sequential] = {}
+        self._models: dict[tuple, nn.Sequential] = {}
         self._lock = threading.Lock()
 
-    def model(self, max_value: float) -> nn.Sequential:
+    def model(self, max_value: float, channels: int = 1, alpha: bool = False) -> nn.Sequential:
+        key = (max_value, channels, alpha)
         with self._lock:
-            if max_value not in self._models:
-                self._models[max_value] = build(self.steps, max_value).to(self.device)
-            return self._models[max_value]
+            if key not in self._models:
+                steps = geometry(self.steps) if alpha else self.steps
+                self._models[key] = build(steps, max_value, channels).to(self.device)
+            return self._models[key]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        return run(self.model(float(np.iinfo(image.dtype).max)), image[None], self.device)[0]
+        max_value = float(np.iinfo(image.dtype).max)
+        if image.ndim == 2:
+            return run(self.model(max_value), image[None, None], self.device)[0, 0]
+        planes = image.transpose(2, 0, 1)[None]  # (1, C, H, W), a view
+        channels = planes.shape[1]
+        if channels in (2, 4):  # grey + alpha, RGB + alpha
+            colour = run(self.model(max_value, channels - 1), planes[:, :-1], self.device)
+            alpha = run(self.model(max_value, 1, alpha=True), planes[:, -1:], self.device)
+            planes = np.concatenate([colour, alpha], axis=1)
+        else:
+            planes = run(self.model(max_value, channels), planes, self.device)
+        return np.ascontiguousarray(planes[0].transpose(1, 2, 0))
 
 
 # The working set of one band of the banded CPU path: small enough to stay in the CPU's cache.
@@ -228,16 +166,16 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
     of rows goes integer -> float -> correlation -> range -> rounded integer while it is in the
     cache. The same layers and the same arithmetic as the whole-image path, a fraction of the
     memory traffic (a 3 MP image: several times faster)."""
-    source = torch.from_numpy(np.require(images, requirements=["C", "W"])).unsqueeze(1)  # read only
+    source = torch.from_numpy(np.require(images, requirements=["W"]))  # (N, C, H, W), shared
     for layer in model:
         if isinstance(layer, RequireSize):
             layer(source)
     padded = borders.pad(source, *conv.padding_lrtb, conv.border)
     height, width = images.shape[-2:]
     extra = padded.shape[-2] - height
-    result = np.empty_like(images)
-    target = torch.from_numpy(result).unsqueeze(1)
-    rows = max(1, BAND_BYTES // (4 * padded.shape[-1] * images.shape[0]))
+    result = np.empty(images.shape, images.dtype)
+    target = torch.from_numpy(result)
+    rows = max(1, BAND_BYTES // (4 * padded.shape[-1] * images.shape[0] * images.shape[1]))
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         band = conv.forward_padded(padded[..., top: bottom + extra, :].float())
@@ -246,14 +184,14 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
 
 
 def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
-    """(N, H, W) integer images -> (N, H', W') of the same dtype, rounded to nearest and clamped."""
+    """(N, C, H, W) integer images -> (N, C, H', W') of the same dtype, rounded to nearest and clamped."""
     max_value = float(np.iinfo(images.dtype).max)
     if torch.device(device).type == "cpu" and isinstance(model, nn.Sequential):
         single = _single_convolution(model)
         if single is not None:
             with torch.inference_mode():
                 return _run_banded(model, images, *single)
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
     with torch.inference_mode():
         y = model(x).round_().clamp_(0.0, max_value)
-    return y.squeeze(1).cpu().numpy().astype(images.dtype)  # numpy's cast is ~3x torch's here
+    return y.cpu().numpy().astype(images.dtype)  # numpy's cast is ~3x torch's here

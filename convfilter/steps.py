@@ -1,12 +1,22 @@
-"""The parsed operations a pipeline is built from: plain values, checked here, no torch."""
+"""The parsed operations a pipeline is built from: plain values, checked here, no torch.
+
+A step is described by a table — one `[[step]]` of a pipeline file, or what `apply`, `pool` and
+`upsample` make of their options — and `from_table` turns every table into a step the same way
+(one path for the command line and for pipeline files).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 from convfilter import kernels
 from convfilter.errors import UsageError
-from convfilter.modes import BORDERS, DEFAULT_RANGE, POOL_MODES, RANGES, check_choice
+from convfilter.modes import (
+    ADAPTIVE_POOL_MODES, BORDERS, DEFAULT_BORDER, DEFAULT_POOL_SIZE, DEFAULT_RANGE, POOL_MODES, RANGES,
+    UPSAMPLE_MODES,
+)
 
 
 @dataclass(frozen=True)
@@ -24,71 +34,163 @@ class ConvStep:
 
 @dataclass(frozen=True)
 class PoolStep:
-    """One pooling layer; `ceil` keeps the partial windows at the right and bottom edges."""
+    """One pooling layer over size x size windows; `ceil` keeps partial windows at the right and
+    bottom edges; `seed` makes stochastic pooling reproducible."""
 
     size: int
     stride: int
     mode: str
     ceil: bool = False
+    seed: int | None = None
 
     @property
     def name(self) -> str:
         return f"pool{self.size}"
 
 
-Step = ConvStep | PoolStep
+@dataclass(frozen=True)
+class AdaptivePoolStep:
+    """Pooling to an exact output size (nn.AdaptiveAvgPool2d / AdaptiveMaxPool2d)."""
+
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def name(self) -> str:
+        return f"pool{self.width}x{self.height}"
 
 
-def _at_least_one(option: str, value: int) -> int:
-    if value < 1:
-        raise UsageError(f"{option} must be at least 1, got {value}")
+@dataclass(frozen=True)
+class UpsampleStep:
+    """Upsampling by an integer factor, as a transposed convolution with fixed weights."""
+
+    factor: int
+    mode: str
+
+    @property
+    def name(self) -> str:
+        return f"up{self.factor}"
+
+
+Step = ConvStep | PoolStep | AdaptivePoolStep | UpsampleStep
+
+KINDS = ("kernel", "pool", "upsample")
+KEYS = {
+    "kernel": ("kernel", "border", "normalize", "scale", "bias", "flip", "repeat", "stride", "range"),
+    "pool": ("pool", "size", "stride", "ceil", "to", "seed"),
+    "upsample": ("upsample", "factor"),
+}
+TYPES = {
+    "kernel": str, "border": str, "normalize": bool, "scale": (int, float), "bias": (int, float), "flip": bool,
+    "repeat": int, "stride": int, "range": str, "pool": str, "size": int, "ceil": bool, "to": str, "seed": int,
+    "upsample": str, "factor": int,
+}
+TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", (int, float): "a number"}
+_SIZE = re.compile(r"(\d+)x(\d+)")
+
+# How a setting is named in messages: '--repeat' on the command line, 'repeat' in a file.
+Naming = Callable[[str], str]
+
+
+def option_name(key: str) -> str:
+    return "--to" if key == "to" else f"--{key}"
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
     return value
 
 
-def conv_steps(
-    specs: list[str],
-    *,
-    border: str,
-    normalize: bool | None = None,
-    scale: float | None = None,
-    bias: float | None = None,
-    flip: bool = False,
-    repeat: int = 1,
-    stride: int = 1,
-    range: str | None = None,
-) -> list[ConvStep]:
-    """One ConvStep a kernel spec, in order; the options given (not None) override each file's."""
+def _at_least_one(name: str, value: int) -> int:
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def from_table(table: dict, name: Naming = option_name) -> Step:
+    """One step from its table; errors name the setting as `name` spells it."""
+    kinds = [kind for kind in KINDS if kind in table]
+    if len(kinds) != 1:
+        raise UsageError(f"a step is exactly one of {', '.join(KINDS)}; got {', '.join(kinds) or 'none'}")
+    kind = kinds[0]
+    for key, value in table.items():
+        if key not in KEYS[kind]:
+            raise UsageError(f"unknown setting {name(key)} for a {kind} step; allowed: {', '.join(KEYS[kind])}")
+        expected = TYPES[key]
+        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise UsageError(f"{name(key)} must be {TYPE_NAMES[expected]}, got {value!r}")
+    if kind == "kernel":
+        return _conv(table, name)
+    if kind == "pool":
+        return _pool(table, name)
+    return UpsampleStep(
+        factor=_at_least_one(name("factor"), table.get("factor", 2)),
+        mode=_choice("upsample mode", table["upsample"], UPSAMPLE_MODES),
+    )
+
+
+def _conv(table: dict, name: Naming) -> ConvStep:
+    border = _choice("border", table.get("border", DEFAULT_BORDER), BORDERS)
+    if "range" in table:
+        _choice("range", table["range"], RANGES)
+    repeat = _at_least_one(name("repeat"), table.get("repeat", 1))
+    stride = _at_least_one(name("stride"), table.get("stride", 1))
+    kernel = kernels.resolve(table["kernel"]).with_options(
+        normalize=table.get("normalize"), scale=table.get("scale"), bias=table.get("bias"), range=table.get("range")
+    )
+    return ConvStep(
+        name=kernel.name,
+        weights=kernel.weights(flip=table.get("flip", False)),
+        bias=kernel.bias,
+        border=border,
+        range=kernel.range or DEFAULT_RANGE,
+        repeat=repeat,
+        stride=stride,
+    )
+
+
+def _pool(table: dict, name: Naming) -> PoolStep | AdaptivePoolStep:
+    mode = table["pool"]
+    if "to" in table:
+        for key in ("size", "stride", "ceil", "seed"):
+            if key in table:
+                raise UsageError(f"{name('to')} gives the output size; it cannot be used with {name(key)}")
+        size = _SIZE.fullmatch(table["to"])
+        if not size or int(size[1]) < 1 or int(size[2]) < 1:
+            raise UsageError(f"{name('to')} must be WIDTHxHEIGHT like 320x240, got {table['to']!r}")
+        return AdaptivePoolStep(int(size[1]), int(size[2]), _choice("adaptive pool mode", mode, ADAPTIVE_POOL_MODES))
+    _choice("pool mode", mode, POOL_MODES)
+    if "seed" in table and mode != "stochastic":
+        raise UsageError(f"{name('seed')} is for stochastic pooling only")
+    size = _at_least_one(name("size"), table.get("size", DEFAULT_POOL_SIZE))
+    stride = _at_least_one(name("stride"), table.get("stride", size))
+    return PoolStep(size=size, stride=stride, mode=mode, ceil=table.get("ceil", False), seed=table.get("seed"))
+
+
+def given(**options) -> dict:
+    """The options a user gave (not None), as a step table."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def conv_steps(specs: list[str], *, border: str = DEFAULT_BORDER, flip: bool = False, repeat: int = 1,
+               stride: int = 1, **options) -> list[ConvStep]:
+    """One ConvStep a kernel spec, in order: `apply`'s shorthand for a one-kernel-a-step pipeline.
+    The options given (not None) replace each kernel file's."""
     if not specs:
         raise UsageError("no kernel given; use -k NAME (see 'convfilter kernels')")
-    check_choice("border", border, BORDERS)
-    if range is not None:
-        check_choice("range", range, RANGES)
-    _at_least_one("--repeat", repeat)
-    _at_least_one("--stride", stride)
-    steps = []
-    for spec in specs:
-        kernel = kernels.resolve(spec).with_options(normalize=normalize, scale=scale, bias=bias, range=range)
-        steps.append(
-            ConvStep(
-                name=kernel.name,
-                weights=kernel.weights(flip=flip),
-                bias=kernel.bias,
-                border=border,
-                range=kernel.range or DEFAULT_RANGE,
-                repeat=repeat,
-                stride=stride,
-            )
-        )
-    return steps
+    common = given(border=border, flip=flip, repeat=repeat, stride=stride, **options)
+    return [from_table({"kernel": spec, **common}) for spec in specs]
 
 
-def pool_step(*, size: int, stride: int | None, mode: str, ceil: bool) -> PoolStep:
-    """A checked PoolStep; the stride defaults to the window size."""
-    _at_least_one("--size", size)
-    check_choice("pool mode", mode, POOL_MODES)
-    return PoolStep(size=size, stride=_at_least_one("--stride", size if stride is None else stride), mode=mode, ceil=ceil)
+def pool_step(*, size: int | None = None, stride: int | None = None, mode: str, ceil: bool = False,
+              to: str | None = None, seed: int | None = None) -> PoolStep | AdaptivePoolStep:
+    """`pool`'s shorthand for a one-step pipeline."""
+    return from_table(given(pool=mode, size=size, stride=stride, ceil=ceil or None, to=to, seed=seed))
 
 
 def op_name(steps: list[Step]) -> str:
-    """The `<op>` of default output names: kernel names joined by '+', or `pool<K>`."""
+    """The `<op>` of default output names: step names joined by '+' (kernel names, `pool<K>`, ...)."""
     return "+".join(step.name for step in steps)
+

@@ -222,7 +222,7 @@ def test_unknown_kernel_exits_2_with_suggestions(cli, camera_copy):
     [
         (["apply", "-k", "blur", "--border", "mirror"], "unknown border 'mirror'; choose from reflect, replicate, zeros, circular"),
         (["apply", "-k", "blur", "--range", "wrap"], "unknown range 'wrap'; choose from clip, abs, stretch"),
-        (["pool", "--mode", "median"], "unknown pool mode 'median'; choose from avg, max, min"),
+        (["pool", "--mode", "median"], "unknown pool mode 'median'; choose from avg, max, min, stochastic"),
         (["pool", "--size", "0"], "--size must be at least 1, got 0"),
         (["apply", "-k", "blur", "--repeat", "0"], "--repeat must be at least 1, got 0"),
         (["apply"], "no kernel given; use -k NAME (see 'convfilter kernels')"),

@@ -13,7 +13,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from convfilter import kernels, pipeline
+from convfilter import kernels, layers, pipeline
 from convfilter.errors import InputError
 from convfilter.steps import ConvStep, conv_steps, pool_step
 
@@ -60,7 +60,7 @@ def test_impulse_response_is_the_kernel(name, flip):
     """A single 1 in zeros: correlation returns the kernel rotated 180 degrees; --flip
     (true convolution) returns the kernel as written."""
     step = conv_steps([name], border="zeros", flip=flip)[0]
-    layer = pipeline.KernelConv2d(step.weights, 0.0, "zeros")
+    layer = layers.KernelConv2d(step.weights, 0.0, "zeros")
     impulse = torch.zeros(1, 1, 21, 21)
     impulse[0, 0, 10, 10] = 1.0
     with torch.inference_mode():
@@ -268,4 +268,4 @@ def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border
     with torch.inference_mode():
         expected = whole(torch.from_numpy(image.astype(np.float32))[None, None]).round_()[0, 0].numpy()
     monkeypatch.setattr(pipeline, "BAND_BYTES", 4 * 90 * 3)
-    assert np.array_equal(pipeline.run(model, image[None])[0], expected.astype(np.uint8))
+    assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], expected.astype(np.uint8))

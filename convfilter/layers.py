@@ -1,0 +1,202 @@
+"""The torch.nn layers of a pipeline, each working on (N, C, H, W) float tensors in the image's
+units. Every layer is a subclass of the torch layer it stands for (Conv2d, AvgPool2d, MaxPool2d,
+ConvTranspose2d, ...) and keeps that layer's weights and settings; on the CPU the convolutions
+and pooling take faster exact routes (correlate.py, pooling.py). While a pipeline is exported
+(torch.export) every layer uses torch's own operations only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convfilter import borders, correlate, pooling
+from convfilter.errors import InputError
+
+PAD_MODES = {"reflect": "reflect", "replicate": "replicate", "zeros": "constant", "circular": "circular"}
+
+
+def exporting() -> bool:
+    """Whether torch.export (or tracing) is recording the model: plain torch operations only."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+class RequireSize(nn.Module):
+    """Refuses (as a per-image InputError) an image smaller than the next layer can take."""
+
+    def __init__(self, min_height: int, min_width: int, reason: str):
+        super().__init__()
+        self.min_height, self.min_width, self.reason = min_height, min_width, reason
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if exporting():
+            return x
+        height, width = x.shape[-2:]
+        if height < self.min_height or width < self.min_width:
+            raise InputError(f"image is {width}x{height}, too small: {self.reason}")
+        return x
+
+
+class KernelConv2d(nn.Conv2d):
+    """An `nn.Conv2d` whose frozen weight is one kernel, applied to each channel on its own
+    (groups = channels, the same kernel for each), padded by a border rule to keep the size.
+    Even sizes put the extra row/column of padding at the bottom/right (CONTRACT §3)."""
+
+    def __init__(self, weights, bias: float, border: str, stride: int = 1, channels: int = 1):
+        height, width = len(weights), len(weights[0])
+        super().__init__(channels, channels, (height, width), stride=stride, padding=0, bias=True, groups=channels)
+        with torch.no_grad():
+            kernel = torch.tensor(weights, dtype=torch.float32).view(1, 1, height, width)
+            self.weight.copy_(kernel.expand(channels, 1, height, width))
+            self.bias.fill_(bias)
+        self.requires_grad_(False)
+        top, left = (height - 1) // 2, (width - 1) // 2
+        self.padding_lrtb = (left, width - 1 - left, top, height - 1 - top)
+        self.border = border
+        self._plan, self._plan_key = None, None
+
+    def plan(self, device_type: str) -> correlate.Plan:
+        """The fastest exact method for this kernel on a device type (cached until the weight changes)."""
+        key = (device_type, self.weight._version)
+        if self._plan_key != key:
+            kernel = self.weight.detach()[0, 0].double().cpu().numpy()
+            self._plan, self._plan_key = correlate.plan(kernel, device_type), key
+        return self._plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if exporting() or (torch.is_grad_enabled() and self.weight.requires_grad):
+            # torch's own convolution: exportable, and differentiable
+            return super().forward(F.pad(x, self.padding_lrtb, mode=PAD_MODES[self.border]))
+        if any(self.padding_lrtb):
+            x = borders.pad(x, *self.padding_lrtb, self.border)
+        return self.forward_padded(x)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The valid correlation (plus bias) of an input that is already padded."""
+        out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0])
+        return out.add_(self.bias[0]) if self.bias is not None else out
+
+
+class ValueRange(nn.Module):
+    """CONTRACT §5: `clip` clamps, `abs` takes |v| then clamps, `stretch` maps each image's
+    min..max (over all its channels) to the full range. In inference mode it works in place: in
+    the pipeline its input is a convolution's fresh output."""
+
+    def __init__(self, mode: str, max_value: float):
+        super().__init__()
+        self.mode, self.max_value = mode, max_value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "stretch":
+            low = x.amin(dim=(1, 2, 3), keepdim=True)
+            span = x.amax(dim=(1, 2, 3), keepdim=True) - low
+            stretched = (x - low) * (self.max_value / span.clamp_min(1e-30))
+            x = torch.where(span > 0, stretched, x)  # a constant image stays as it is
+        if torch.is_inference_mode_enabled():
+            return (x.abs_() if self.mode == "abs" else x).clamp_(0.0, self.max_value)
+        return (x.abs() if self.mode == "abs" else x).clamp(0.0, self.max_value)
+
+
+def _pool_fast(layer: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the strided-view pooling gives this layer's result: not exporting, no gradient
+    wanted, and in ceil mode no partial window (torch's pooling averages only what exists)."""
+    if exporting() or (torch.is_grad_enabled() and x.requires_grad):
+        return False
+    return not (layer.ceil_mode and pooling.has_partial_windows(*x.shape[-2:], layer.kernel_size, layer.stride))
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """`nn.AvgPool2d` (count_include_pad=False) with a fast path for whole windows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_fast(self, x):
+            return pooling.whole_windows(x, self.kernel_size, self.stride, "avg")
+        return super().forward(x)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """`nn.MaxPool2d` with a fast path for whole windows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_fast(self, x):
+            return pooling.whole_windows(x, self.kernel_size, self.stride, "max")
+        return super().forward(x)
+
+
+class MinPool2d(nn.MaxPool2d):
+    """Min pooling: the max pool of the negated image, negated back; fast path for whole windows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_fast(self, x):
+            return pooling.whole_windows(x, self.kernel_size, self.stride, "min")
+        return -super().forward(-x)
+
+
+class StochasticPool2d(nn.Module):
+    """Stochastic pooling (Zeiler and Fergus, 2013): each window outputs one of its values, picked
+    with probability proportional to its magnitude; a window of zeros gives 0. With a seed every
+    image draws the same random numbers, so a file's result does not depend on the order or the
+    threads it was processed in. Partial windows (ceil) draw from the pixels that exist."""
+
+    def __init__(self, size: int, stride: int, ceil_mode: bool = False, seed: int | None = None):
+        super().__init__()
+        self.kernel_size, self.stride, self.ceil_mode, self.seed = size, stride, ceil_mode, seed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size, stride = self.kernel_size, self.stride
+        height, width = x.shape[-2:]
+        rows, cols = (F.max_pool2d(x[:1, :1], size, stride, ceil_mode=self.ceil_mode)).shape[-2:]
+        pad_h, pad_w = max(0, (rows - 1) * stride + size - height), max(0, (cols - 1) * stride + size - width)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros: never drawn
+        n, c = x.shape[:2]
+        windows = F.unfold(x.reshape(n * c, 1, *x.shape[-2:]), size, stride=stride)  # (NC, size^2, L)
+        magnitude = windows.abs()
+        cumulative = magnitude.cumsum(dim=1)
+        total = cumulative[:, -1:, :]
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        draw = torch.rand(total.shape, generator=generator, device=x.device, dtype=x.dtype) * total
+        index = (cumulative <= draw).sum(dim=1, keepdim=True).clamp_(max=size * size - 1)
+        picked = windows.gather(1, index)
+        picked = torch.where(total > 0, picked, torch.zeros_like(picked))
+        return picked.reshape(n, c, rows, cols)
+
+
+class AdaptiveMinPool2d(nn.AdaptiveMaxPool2d):
+    """Adaptive min pooling: the adaptive max pool of the negated image, negated back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -super().forward(-x)
+
+
+class Upsample2d(nn.ConvTranspose2d):
+    """Upsampling by an integer factor as `nn.ConvTranspose2d` with fixed weights, stride = factor,
+    one channel at a time: `nearest` spreads each pixel over a factor x factor block (the inverse
+    of pooling by the factor); `bilinear` uses the triangle kernel of bilinear interpolation
+    (pixel centres as OpenCV's INTER_LINEAR and torch's align_corners=False), the edges
+    replicated first so that borders are interpolated, not darkened."""
+
+    def __init__(self, factor: int, mode: str, channels: int = 1):
+        size = factor if mode == "nearest" else 2 * factor - factor % 2
+        super().__init__(channels, channels, size, stride=factor, groups=channels, bias=False)
+        if mode == "nearest":
+            kernel = torch.ones(size, size)
+        else:
+            centre = factor - 1 if size % 2 else factor - 0.5
+            ramp = 1 - (torch.arange(size, dtype=torch.float64) - centre).abs() / factor
+            kernel = torch.outer(ramp, ramp).float()
+        with torch.no_grad():
+            self.weight.copy_(kernel.expand(channels, 1, size, size))
+        self.requires_grad_(False)
+        self.factor, self.mode = factor, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            return super().forward(x)
+        height, width = x.shape[-2:]
+        full = super().forward(F.pad(x, (1, 1, 1, 1), mode="replicate"))
+        start = self.factor + self.factor // 2  # one replicated pixel, then the kernel's own offset
+        return full[..., start: start + height * self.factor, start: start + width * self.factor]
