@@ -128,6 +128,9 @@ SHARED_OPTIONS = {
         "--show", help="Show the result in the system viewer (without -o: instead of writing).")], False),
     "quiet": (Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")], False),
     "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")], "auto"),
+    "color": (Annotated[bool, typer.Option(
+        "--color", help="Keep colour: filter each RGB channel on its own (alpha is carried along unfiltered). "
+        "Default: grayscale.")], False),
     "background": (Annotated[Optional[str], typer.Option(
         "--background", help="Composite transparent images on this colour (white, #rrggbb, 0-255) before "
         "going grey. Default: alpha is ignored.", show_default=False)], None),
@@ -159,6 +162,7 @@ class RunOptions:
     show: bool
     quiet: bool
     device: str
+    color: bool
     background: Optional[str]
     max_pixels: Optional[int]
 
@@ -212,8 +216,9 @@ def _listed(run: RunOptions) -> list[str]:
         raise UsageError(f"--from {run.from_list!r}: cannot read it: {error.strerror or error}") from None
 
 
-def _run(steps: list[Step], run: RunOptions) -> None:
-    """Expand, plan, build the pipeline, process every job, report; exit 1 if any input failed."""
+def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bool = False) -> None:
+    """Expand, plan, build the pipeline, process every job, report; exit 1 if any input failed.
+    `op` names the outputs (default: the steps' names); `color` as --color (a pipeline file's)."""
     import json
     import os
 
@@ -236,7 +241,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
     if run.from_list == "-" and imageio.STDIO in arguments:
         raise UsageError("--from - and '-' both want standard input")
     expansion = inputs.expand(arguments, run.recursive, _listed(run))
-    jobs = outputs.plan(expansion.sources, run.output, op_name(steps), run.fmt, run.show, expansion.batch)
+    jobs = outputs.plan(expansion.sources, run.output, op or op_name(steps), run.fmt, run.show, expansion.batch)
     if shard:
         jobs = outputs.shard(jobs, *shard)
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
@@ -260,6 +265,7 @@ def _run(steps: list[Step], run: RunOptions) -> None:
         show=run.show,
         max_pixels=run.max_pixels or imageio.DEFAULT_MAX_PIXELS,
         background=background,
+        color=run.color or color,
         workers=workers,
         fail_fast=run.fail_fast,
         debug=_debug,
@@ -349,22 +355,86 @@ def apply(
 @reports_errors
 @with_run_options
 def pool(
-    size: Annotated[int, typer.Option("--size", help="Window size K (K x K).")] = 2,
+    size: Annotated[Optional[int], typer.Option("--size", help="Window size K (K x K). Default: 2.",
+                                                show_default=False)] = None,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Step between windows. Default: the size.",
                                                   show_default=False)] = None,
-    mode: Annotated[str, typer.Option("--mode", help="avg, max or min.")] = DEFAULT_POOL_MODE,
+    mode: Annotated[str, typer.Option("--mode", help="avg, max, min or stochastic.")] = DEFAULT_POOL_MODE,
     ceil: Annotated[bool, typer.Option("--ceil", help="Keep partial windows at the right and bottom edges.")] = False,
+    to: Annotated[Optional[str], typer.Option(
+        "--to", help="Adaptive pooling to exactly WIDTHxHEIGHT (avg, max or min), e.g. 320x240.",
+        show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Seed of stochastic pooling: the same result on every run.", show_default=False)] = None,
     run: RunOptions = None,
 ) -> None:
-    """Downsample images with a pooling layer (avg, max or min over K x K windows).
+    """Downsample images with a pooling layer: avg, max, min or stochastic over K x K windows, or
+    adaptive pooling to an exact size with --to.
 
     Example: convfilter pool photo.jpg --size 2 --mode max   (writes photo_pool2.jpg)
     """
     from convfilter.steps import pool_step
 
-    steps = [pool_step(size=size, stride=stride, mode=mode, ceil=ceil)]
-    _run(steps, run)
+    _run([pool_step(size=size, stride=stride, mode=mode, ceil=ceil, to=to, seed=seed)], run)
 
+
+@app.command()
+@reports_errors
+@with_run_options
+def upsample(
+    factor: Annotated[int, typer.Option("--factor", help="Integer scale factor.")] = 2,
+    mode: Annotated[str, typer.Option("--mode", help="nearest or bilinear.")] = "nearest",
+    run: RunOptions = None,
+) -> None:
+    """Upsample images by an integer factor with a transposed convolution (nn.ConvTranspose2d with
+    fixed weights): nearest repeats pixels (the inverse of pooling), bilinear interpolates.
+
+    Example: convfilter upsample small.png --factor 2 --mode bilinear   (writes small_up2.png)
+    """
+    from convfilter.steps import from_table
+
+    _run([from_table({"upsample": mode, "factor": factor})], run)
+
+
+@app.command("run")
+@reports_errors
+@with_run_options
+def run_pipeline(
+    pipeline: Annotated[str, typer.Argument(help="A pipeline file (TOML): [[step]] tables run in order.",
+                                            show_default=False)],
+    run: RunOptions = None,
+) -> None:
+    """Run a pipeline file: convolutions, pooling and upsampling in one pass, values kept as floats
+    between steps. Outputs are named after the file (photo_<pipeline>.jpg).
+
+    Example: convfilter run samples/edges.toml photo.jpg
+    """
+    from convfilter import pipelines
+
+    recipe = pipelines.load(pipeline)
+    _run(recipe.steps, run, op=recipe.name, color=recipe.color)
+
+
+@app.command()
+@reports_errors
+def export(
+    pipeline: Annotated[str, typer.Argument(help="A pipeline file (TOML).", show_default=False)],
+    output: Annotated[str, typer.Option("-o", "--output", help="The file to write (.pt2).", show_default=False)],
+    color: Annotated[bool, typer.Option("--color", help="Export for 3-channel (RGB) input. Default: the "
+                                        "pipeline file's 'color', else 1 channel.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Export a pipeline file as a torch.export program: load it with torch.export.load(path).module()
+    in plain PyTorch, call it on an (N, C, H, W) float tensor in 0-255 units, round the result.
+
+    Example: convfilter export samples/edges.toml -o edges.pt2
+    """
+    from convfilter import pipelines
+    from convfilter.export import export_program
+
+    recipe = pipelines.load(pipeline)
+    export_program(recipe.steps, 3 if (color or recipe.color) else 1, output, overwrite)
+    sys.stderr.write(f"wrote {output}\n")
 
 # ---------------------------------------------------------------------------- kernels
 

@@ -48,9 +48,12 @@ def read_image(
     source: str | Path | bytes,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] | None = None,
+    color: bool = False,
 ) -> np.ndarray:
-    """Load the first frame, apply EXIF orientation and convert to grayscale (ITU-R 601-2 luma).
-    Alpha is ignored, or, with a `background` colour, the image is composited on it first."""
+    """Load the first frame, apply EXIF orientation and convert to grayscale (ITU-R 601-2 luma),
+    an (H, W) array. Alpha is ignored, or, with a `background` colour, the image is composited on
+    it first. With `color`, colour stays: (H, W, 3) RGB or (H, W, 4) RGBA, (H, W, 2) grey + alpha,
+    and grayscale images stay (H, W)."""
     if isinstance(source, bytes):
         if not source:
             raise InputError("empty input (no bytes)")
@@ -73,12 +76,12 @@ def read_image(
                 raise InputError(
                     f"{width}x{height} is {width * height} pixels, more than --max-pixels {max_pixels}"
                 )
-            if image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
+            if image.format == "JPEG" and image.mode in ("RGB", "YCbCr") and not color:
                 image.draft("L", image.size)  # decode the luma channel only
             image = ImageOps.exif_transpose(image)
             if background is not None and has_alpha(image):
                 image = _composite(image, background)
-            return _gray_array(image)
+            return _colour_array(image) if color else _gray_array(image)
     except PermissionError:
         raise InputError("cannot read it: permission denied") from None
     except UnidentifiedImageError:
@@ -100,6 +103,20 @@ def has_alpha(image: Image.Image) -> bool:
 def _composite(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     rgba = image.convert("RGBA")
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
+
+
+COLOUR_MODES = {"L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA": "RGBA", "RGBa": "RGBA", "PA": "RGBA"}
+
+
+def _colour_array(image: Image.Image) -> np.ndarray:
+    """(H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA, 8-bit; deep grey
+    images (16-bit, 32-bit, float) by the grayscale rules."""
+    if image.mode in (*SIXTEEN_BIT_MODES, "I", "F", "1"):
+        return _gray_array(image)
+    target = COLOUR_MODES.get(image.mode) or ("RGBA" if has_alpha(image) else "RGB")
+    if image.mode != target:
+        image = image.convert(target)
+    return np.array(image, dtype=np.uint8)
 
 
 def _gray_array(image: Image.Image) -> np.ndarray:
@@ -160,7 +177,9 @@ def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = E
     """Write one grayscale array to a stream in a Pillow format; 16-bit only where it can be kept."""
     if fmt not in SIXTEEN_BIT_FORMATS:
         array = to_8bit(array)
-    Image.fromarray(array).save(stream, format=fmt, **encoding.options(fmt))
+    if fmt == "JPEG" and array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[..., :-1].squeeze(2) if array.shape[2] == 2 else array[..., :3]  # JPEG has no alpha
+    Image.fromarray(np.ascontiguousarray(array)).save(stream, format=fmt, **encoding.options(fmt))
 
 
 def write_image(

@@ -145,13 +145,13 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
 def _key_line(text: str, key: str) -> int | None:
-    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.M)
+    match = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", text, re.M)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
 def _row_lines(text: str) -> list[int]:
     """The line on which each row of the `weights` array opens (for messages)."""
-    match = re.search(r"^\s*weights\s*=", text, re.M)
+    match = re.search(r"^[ \t]*weights[ \t]*=", text, re.M)
     if not match:
         return []
     lines, depth, comment = [], 0, False

@@ -60,6 +60,7 @@ class WriteOptions:
     show: bool = False
     max_pixels: int = imageio.DEFAULT_MAX_PIXELS
     background: tuple[int, int, int] | None = None  # composite transparent images on this colour
+    color: bool = False  # keep colour (each channel filtered alone) instead of going grey
     workers: int = 1
     fail_fast: bool = False
     debug: bool = False  # let an unexpected exception through, with its traceback
@@ -84,7 +85,7 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
                     return JobResult(job, SKIPPED)
                 raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)")
         source = stdin.read() if job.source == imageio.STDIO else job.source
-        result = filter_fn(imageio.read_image(source, options.max_pixels, options.background))
+        result = filter_fn(imageio.read_image(source, options.max_pixels, options.background, options.color))
         if target == imageio.STDIO:
             imageio.write_stream(result, stdout, job.format, options.encoding)
         elif target is not None:

@@ -220,3 +220,9 @@ def test_unknown_name_without_close_match_lists_the_names():
 def test_missing_kernel_file():
     with pytest.raises(KernelNotFoundError, match=r"^kernel file 'nope/k.toml' not found$"):
         kernels.resolve("nope/k.toml")
+
+
+def test_line_numbers_after_blank_lines(tmp_path):
+    path = write(tmp_path, "k.toml", "description = 'x'\n\n\nscale = 'big'\nweights = [[1]]\n")
+    with pytest.raises(KernelError, match=r"line 4: 'scale': 'big' is not a number$"):
+        kernels.resolve(str(path))

@@ -1,0 +1,36 @@
+"""Export a pipeline as a torch.export program that loads in plain PyTorch, without convfilter."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from convfilter.errors import OutputError, UsageError
+from convfilter.pipeline import build
+from convfilter.steps import PoolStep, Step
+
+
+def export_program(steps: list[Step], channels: int, output: str, overwrite: bool = False) -> None:
+    """Write `steps` as a torch.export program taking (N, channels, H, W) float32 in 0-255 units
+    (any N, H, W that the layers accept), returning the unrounded float result."""
+    if any(isinstance(step, PoolStep) and step.mode == "stochastic" for step in steps):
+        raise UsageError("stochastic pooling draws random numbers per call; it cannot be exported reproducibly")
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise OutputError(f"output '{target}' exists (use --overwrite)")
+    model = build(steps, 255.0, channels)
+    example = torch.rand(2, channels, 96, 128) * 255
+    dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,))
+    temporary = target.with_name(f".{target.name}.tmp.pt2")  # torch.export wants the .pt2 suffix
+    try:
+        torch.export.save(program, temporary)
+        os.replace(temporary, target)
+    except OSError as error:
+        raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
+    finally:
+        if temporary.exists():
+            temporary.unlink()
