@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench examples clean
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch comes from pip as
 # declared (on this machine pip finds torch 2.14.1 / torchvision 0.29.1 on local disk).
@@ -25,6 +25,18 @@ test: $(STAMP)
 # convfilter against OpenCV, Pillow, ImageMagick (if installed) and the codec floor; several minutes.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# The pictures of the README (docs/), made by the commands the README shows.
+CF := $(BIN)/convfilter
+examples: $(STAMP)
+	@mkdir -p docs
+	$(CF) apply samples/astronaut.jpg --color -k sharpen -o docs/color_sharpen.jpg --quality 85 --overwrite
+	$(CF) run samples/edges.toml samples/astronaut.jpg -o docs/edges.jpg --quality 85 --overwrite
+	$(CF) run samples/thumbnail.toml samples/astronaut.jpg -o docs/thumbnail.jpg --quality 85 --overwrite
+	$(CF) run samples/relief.toml samples/astronaut.jpg -o docs/relief.jpg --quality 85 --overwrite
+	$(CF) pool samples/astronaut.jpg --color --mode stochastic --size 4 --seed 1 -o docs/stochastic.jpg --quality 85 --overwrite
+	$(CF) pool samples/rocket.jpg --to 320x240 -o docs/adaptive.jpg --quality 85 --overwrite
+	$(CF) upsample docs/thumbnail.jpg --color --factor 4 --mode bilinear -o docs/upsampled.jpg --quality 85 --overwrite
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
