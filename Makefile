@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench examples clean
+.PHONY: demo test bench examples gallery clean
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch comes from pip as
 # declared (on this machine pip finds torch 2.14.1 / torchvision 0.29.1 on local disk).
@@ -37,6 +37,11 @@ examples: $(STAMP)
 	$(CF) pool samples/astronaut.jpg --color --mode stochastic --size 4 --seed 1 -o docs/stochastic.jpg --quality 85 --overwrite
 	$(CF) pool samples/rocket.jpg --to 320x240 -o docs/adaptive.jpg --quality 85 --overwrite
 	$(CF) upsample docs/thumbnail.jpg --color --factor 4 --mode bilinear -o docs/upsampled.jpg --quality 85 --overwrite
+
+# The README's gallery: every built-in kernel on a sample photo, labelled.
+gallery: $(STAMP)
+	@mkdir -p docs
+	$(CF) kernels preview samples/camera.png -o docs/gallery.jpg --size 200 --overwrite
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

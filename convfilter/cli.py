@@ -20,7 +20,7 @@ import typer
 
 from convfilter import __version__, kernels
 from convfilter.errors import ConvfilterError, UsageError
-from convfilter.modes import DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY
+from convfilter.modes import DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY, DEVICES
 from convfilter.steps import Step
 
 app = typer.Typer(
@@ -128,6 +128,9 @@ SHARED_OPTIONS = {
         "--show", help="Show the result in the system viewer (without -o: instead of writing).")], False),
     "quiet": (Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")], False),
     "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")], "auto"),
+    "compare": (Annotated[Optional[str], typer.Option(
+        "--compare", help="Also write FILE: the input and the result side by side, labelled (one input only).",
+        show_default=False)], None),
     "color": (Annotated[bool, typer.Option(
         "--color", help="Keep colour: filter each RGB channel on its own (alpha is carried along unfiltered). "
         "Default: grayscale.")], False),
@@ -162,6 +165,7 @@ class RunOptions:
     show: bool
     quiet: bool
     device: str
+    compare: Optional[str]
     color: bool
     background: Optional[str]
     max_pixels: Optional[int]
@@ -222,6 +226,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     import json
     import os
 
+    from pathlib import Path
+
     from convfilter import imageio, inputs, outputs, process
     from convfilter.background import BackgroundFilter
     from convfilter.modes import DEVICES, check_choice
@@ -244,6 +250,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     jobs = outputs.plan(expansion.sources, run.output, op or op_name(steps), run.fmt, run.show, expansion.batch)
     if shard:
         jobs = outputs.shard(jobs, *shard)
+    if run.compare is not None and len(jobs) != 1:
+        raise UsageError(f"--compare writes one picture; it takes one input, {len(jobs)} were given")
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
     if to_stdout and (run.json or run.dry_run):
         raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
@@ -266,6 +274,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         max_pixels=run.max_pixels or imageio.DEFAULT_MAX_PIXELS,
         background=background,
         color=run.color or color,
+        compare=(Path(run.compare), op or op_name(steps)) if run.compare is not None else None,
         workers=workers,
         fail_fast=run.fail_fast,
         debug=_debug,
@@ -277,6 +286,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
                 jobs, pipeline, options,
                 stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, on_result=reporter.result,
             )
+        if run.compare is not None and summary.written and not run.quiet:
+            reporter.line(f"wrote {run.compare}")
         if batch and (summary.failed or summary.interrupted or not run.quiet):
             reporter.line(str(summary))
     if run.json:
@@ -436,6 +447,85 @@ def export(
     export_program(recipe.steps, 3 if (color or recipe.color) else 1, output, overwrite)
     sys.stderr.write(f"wrote {output}\n")
 
+@app.command()
+@reports_errors
+def learn(
+    before: Annotated[str, typer.Argument(help="The original image.", show_default=False)],
+    after: Annotated[str, typer.Argument(help="The same image after the filter to recover.", show_default=False)],
+    size: Annotated[int, typer.Option("--size", help="Kernel size K (K x K).")] = 3,
+    output: Annotated[Optional[str], typer.Option(
+        "-o", "--output", help="Write the kernel here (TOML, usable with apply -k).", show_default=False)] = None,
+    border: Annotated[str, typer.Option("--border", help="reflect, replicate, zeros or circular, as apply.")] = DEFAULT_BORDER,
+    bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Fit a bias (an offset) too.")] = True,
+    steps: Annotated[int, typer.Option("--steps", help="L-BFGS steps (each up to 20 iterations).")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights (xavier normal).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Recover the kernel that turned BEFORE into AFTER: fit a K x K nn.Parameter by autograd
+    (L-BFGS), print it with its error (RMSE in levels, PSNR), and write it as a kernel file.
+
+    Example: convfilter learn photo.png edited.png --size 5 -o mine.toml
+    """
+    from pathlib import Path
+
+    from convfilter import imageio
+    from convfilter.files import atomic_write
+    from convfilter.modes import BORDERS, check_choice
+
+    check_choice("border", border, BORDERS)
+    check_choice("device", device, DEVICES)
+    images = []
+    for label, path in (("BEFORE", before), ("AFTER", after)):
+        try:
+            images.append(imageio.read_image(path))
+        except ConvfilterError as error:
+            raise type(error)(f"{label} {path!r}: {error}") from None
+    if output is not None and Path(output).exists() and not overwrite:
+        raise UsageError(f"output '{output}' exists (use --overwrite)")
+
+    from convfilter import learn as learning  # imports torch
+
+    with _Progress(steps, "fitting") as progress:
+        fitted = learning.fit(*images, size=size, border=border, bias=bias, steps=steps, seed=seed,
+                              device=device, progress=progress.update)
+    _print_matrix(f"learned {size}x{size} kernel", fitted.weights.tolist())
+    print(f"bias {_number(fitted.bias)}; fit error: RMSE {fitted.rmse:.3f} levels, PSNR {fitted.psnr:.1f} dB "
+          f"({fitted.steps} L-BFGS steps)")
+    if output is not None:
+        text = learning.kernel_toml(fitted, before, after, border)
+        atomic_write(Path(output), lambda stream: stream.write(text.encode()), overwrite, "use --overwrite")
+        sys.stderr.write(f"wrote {output}\n")
+
+
+class _Progress:
+    """A rich progress bar on standard error while a terminal watches; nothing otherwise."""
+
+    def __init__(self, total: int, what: str):
+        self._bar = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[error]}"), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task(what, total=total, error="")
+
+    def __enter__(self) -> "_Progress":
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, done: int, error: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, error=f"RMSE {error:.3f}")
+
+
 # ---------------------------------------------------------------------------- kernels
 
 
@@ -489,14 +579,75 @@ def kernels_show(
     print(f"{kernel.name}: {kernel.width}x{kernel.height}, sum {_number(total)}"
           + (f", bias {_number(kernel.bias)}" if kernel.bias else "")
           + (f", range {kernel.range}" if kernel.range else ""))
+    shape = kernels.shape_of(weights)
+    yes_no = {True: "yes", False: "no"}
+    print(f"separable (rank 1): {yes_no[shape.separable]}; symmetric (equals its transpose): "
+          f"{yes_no[shape.symmetric]}; unchanged by --flip: {yes_no[shape.flip_invariant]}")
     if kernel.description:
         print(kernel.description)
     if kernel.source:
         print(f"file: {kernel.source}")
-    cells = [[_number(v) for v in row] for row in weights]
-    width = max(len(c) for row in cells for c in row)
-    for row in cells:
-        print("  " + "  ".join(c.rjust(width) for c in row))
+    _print_matrix(None, weights)
+
+
+def _print_matrix(title: Optional[str], rows) -> None:
+    """A kernel as a heat map: negative weights blue, positive red, stronger for larger |w|."""
+    from rich.console import Console
+    from rich.table import Table
+
+    largest = max((abs(v) for row in rows for v in row), default=0) or 1
+    table = Table(title=title, show_header=False, box=None, padding=(0, 1))
+    for _ in rows[0]:
+        table.add_column(justify="right")
+    for row in rows:
+        cells = []
+        for value in row:
+            level = int(40 + 180 * abs(value) / largest)
+            colour = f"rgb({level},30,30)" if value > 0 else f"rgb(30,30,{level})" if value < 0 else "rgb(40,40,40)"
+            cells.append(f"[white on {colour}]{_number(value)}[/]")
+        table.add_row(*cells)
+    Console().print(table)
+
+
+@kernels_app.command("preview")
+@reports_errors
+def kernels_preview(
+    image: Annotated[Optional[str], typer.Argument(
+        help="The photo to filter. Default: a grayscale sample photo shipped with convfilter.",
+        show_default=False)] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="The contact sheet to write (PNG, JPEG, ...).",
+                                        show_default=False)] = "kernels.png",
+    columns: Annotated[int, typer.Option("--columns", help="Tiles a row.")] = 4,
+    size: Annotated[int, typer.Option("--size", help="Tile size in pixels.")] = 256,
+    color: Annotated[bool, typer.Option("--color", help="Filter in colour.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Write a contact sheet: the photo, then every named kernel applied to it, each tile labelled.
+
+    Example: convfilter kernels preview -o sheet.png
+    """
+    from importlib import resources
+    from pathlib import Path
+
+    from convfilter import imageio, visuals
+    from convfilter.pipeline import Filter  # imports torch
+    from convfilter.steps import from_table
+
+    if columns < 1 or size < 16:
+        raise UsageError("--columns must be at least 1 and --size at least 16")
+    source = image or str(resources.files("convfilter") / "data" / "camera.png")
+    try:
+        array = imageio.read_image(source, color=color)
+    except ConvfilterError as error:
+        raise type(error)(f"{source!r}: {error}") from None
+    tiles = [("input", array)]
+    for name in kernels.available():
+        try:
+            tiles.append((name, Filter([from_table({"kernel": name})], "cpu")(array)))
+        except ConvfilterError as error:  # a broken user kernel, or an image too small for one
+            _error(f"kernel {name!r} left out: {error}")
+    imageio.write_picture(visuals.contact_sheet(tiles, columns, size), Path(output), overwrite)
+    sys.stderr.write(f"wrote {output}\n")
 
 
 def main() -> None:

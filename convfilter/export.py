@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from convfilter.errors import OutputError, UsageError
+from convfilter.files import atomic_write
 from convfilter.pipeline import build
 from convfilter.steps import PoolStep, Step
 
@@ -18,19 +18,11 @@ def export_program(steps: list[Step], channels: int, output: str, overwrite: boo
     if any(isinstance(step, PoolStep) and step.mode == "stochastic" for step in steps):
         raise UsageError("stochastic pooling draws random numbers per call; it cannot be exported reproducibly")
     target = Path(output)
-    if target.exists() and not overwrite:
+    if target.exists() and not overwrite:  # before the export's seconds of work
         raise OutputError(f"output '{target}' exists (use --overwrite)")
     model = build(steps, 255.0, channels)
     example = torch.rand(2, channels, 96, 128) * 255
     dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
     with torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,))
-    temporary = target.with_name(f".{target.name}.tmp.pt2")  # torch.export wants the .pt2 suffix
-    try:
-        torch.export.save(program, temporary)
-        os.replace(temporary, target)
-    except OSError as error:
-        raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    atomic_write(target, lambda stream: torch.export.save(program, stream), overwrite, exists_hint="use --overwrite")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from convfilter.errors import InputError, OutputError, UsageError
+from convfilter.files import atomic_write
 from convfilter.modes import DEFAULT_PNG_COMPRESSION, DEFAULT_QUALITY
 
 # Pillow's own limit is the default of --max-pixels; convfilter checks it itself, once, by header.
@@ -29,9 +28,6 @@ Image.MAX_IMAGE_PIXELS = None
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # formats that keep a 16-bit result; others get 8 bits
 STDIO = "-"
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def parse_background(value: str) -> tuple[int, int, int]:
@@ -185,35 +181,19 @@ def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = E
 def write_image(
     array: np.ndarray, target: Path, fmt: str, encoding: Encoding = Encoding(), overwrite: bool = False
 ) -> None:
-    """Atomically write `target` (creating its directory): a temporary file beside it, then a
-    rename (or a link, which refuses to replace an existing file). No partial file is ever left."""
-    temporary = None
+    """Atomically write `target` (creating its directory); an existing file is replaced only with
+    `overwrite`. No partial file is ever left."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as stream:
-            encode(array, fmt, stream, encoding)
-        os.chmod(temporary, 0o666 & ~_UMASK)
-        if overwrite:
-            os.replace(temporary, target)
-        else:
-            try:
-                os.link(temporary, target)
-            except FileExistsError:
-                raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)") from None
-            except OSError:  # a file system without hard links
-                if target.exists():
-                    raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)") from None
-                os.replace(temporary, target)
-    except FileExistsError:  # the directory to create is a file
-        raise OutputError(f"cannot write '{target}': '{target.parent}' is not a directory") from None
-    except OSError as error:
-        raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
+        atomic_write(target, lambda stream: encode(array, fmt, stream, encoding), overwrite)
     except (ValueError, KeyError) as error:  # Pillow cannot encode this image in this format
         raise OutputError(f"cannot write '{target}' as {fmt}: {error}") from None
-    finally:
-        if temporary is not None and os.path.lexists(temporary):
-            os.unlink(temporary)
+
+
+def write_picture(picture: Image.Image, target: Path, overwrite: bool = False) -> None:
+    """Atomically write a Pillow picture (a comparison, a contact sheet) in its suffix's format."""
+    fmt = format_for(target.suffix or ".png")
+    atomic_write(target, lambda stream: picture.save(stream, format=fmt, **Encoding().options(fmt)), overwrite,
+                 exists_hint="use --overwrite")
 
 
 def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encoding = Encoding()) -> None:

@@ -66,6 +66,26 @@ class Kernel:
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
 
+@dataclass(frozen=True)
+class Shape:
+    separable: bool  # rank 1: an outer product of a column and a row
+    symmetric: bool  # equal to its transpose
+    flip_invariant: bool  # equal to its 180-degree rotation: --flip changes nothing
+
+
+def shape_of(weights: Matrix) -> Shape:
+    import numpy as np  # only here: listing kernels does not need it
+
+    k = np.array(weights, dtype=np.float64)
+    singular = np.linalg.svd(k, compute_uv=False)
+    tolerance = 1e-9 * max(float(np.abs(k).max()), 1e-300)
+    return Shape(
+        separable=bool(len(singular) < 2 or singular[1] <= 1e-9 * singular[0]),
+        symmetric=k.shape[0] == k.shape[1] and bool(np.allclose(k, k.T, rtol=0, atol=tolerance)),
+        flip_invariant=bool(np.allclose(k, k[::-1, ::-1], rtol=0, atol=tolerance)),
+    )
+
+
 # ---------------------------------------------------------------------------- numbers and matrices
 
 

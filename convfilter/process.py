@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from convfilter import imageio
+from convfilter import imageio, visuals
 from convfilter.errors import ConvfilterError, OutputError
 from convfilter.outputs import Job
 
@@ -61,6 +61,7 @@ class WriteOptions:
     max_pixels: int = imageio.DEFAULT_MAX_PIXELS
     background: tuple[int, int, int] | None = None  # composite transparent images on this colour
     color: bool = False  # keep colour (each channel filtered alone) instead of going grey
+    compare: tuple[Path, str] | None = None  # write the input beside the result there, labelled so
     workers: int = 1
     fail_fast: bool = False
     debug: bool = False  # let an unexpected exception through, with its traceback
@@ -85,7 +86,12 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
                     return JobResult(job, SKIPPED)
                 raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)")
         source = stdin.read() if job.source == imageio.STDIO else job.source
-        result = filter_fn(imageio.read_image(source, options.max_pixels, options.background, options.color))
+        image = imageio.read_image(source, options.max_pixels, options.background, options.color)
+        result = filter_fn(image)
+        if options.compare is not None:
+            path, label = options.compare
+            picture = visuals.side_by_side(image, result, "input", label)
+            imageio.write_picture(picture, path, options.overwrite)
         if target == imageio.STDIO:
             imageio.write_stream(result, stdout, job.format, options.encoding)
         elif target is not None:

@@ -1,0 +1,48 @@
+"""Atomic writing: a temporary file in the target's directory, then a rename (or a hard link,
+which refuses to replace a file that appeared meanwhile). No partial file is ever left: not on
+an error, not on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from convfilter.errors import OutputError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+EXISTS_HINT = "use --overwrite or --skip-existing"
+
+
+def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: bool = False,
+                 exists_hint: str = EXISTS_HINT) -> None:
+    """Create `target` (and its directory) with what `write(stream)` writes. OSError from the
+    file system becomes OutputError; other errors from `write` pass through, nothing left."""
+    temporary = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                raise OutputError(f"output '{target}' exists ({exists_hint})") from None
+            except OSError:  # a file system without hard links
+                if target.exists():
+                    raise OutputError(f"output '{target}' exists ({exists_hint})") from None
+                os.replace(temporary, target)
+    except FileExistsError:  # the directory to create is a file
+        raise OutputError(f"cannot write '{target}': '{target.parent}' is not a directory") from None
+    except OSError as error:
+        raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
+    finally:
+        if temporary is not None and os.path.lexists(temporary):
+            os.unlink(temporary)

@@ -1,0 +1,124 @@
+"""`learn` recovers known kernels from before/after pairs made by `apply`; the heat map of
+`kernels show`; `--compare` pictures and the `kernels preview` contact sheet."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from PIL import Image
+
+from conftest import ASTRONAUT, CAMERA, gray
+from convfilter import kernels
+
+
+@pytest.fixture
+def before(tmp_path):
+    """A 200 x 220 crop of the grayscale sample, saved losslessly."""
+    path = tmp_path / "before.png"
+    Image.open(CAMERA).crop((150, 100, 370, 300)).save(path)
+    return path
+
+
+RANDOM5 = np.random.default_rng(2026).normal(0, 0.05, (5, 5)) + 1 / 25  # sums to about 1: stays in range
+
+
+@pytest.mark.parametrize(
+    "spec, options, true_weights, true_bias",
+    [
+        ("sharpen", [], kernels.resolve("sharpen").weights(), 0.0),
+        ("gaussian5", [], kernels.resolve("gaussian5").weights(), 0.0),
+        ("sobel-x", ["--scale", "0.125", "--bias", "128"], np.array(kernels.resolve("sobel-x").weights()) / 8, 128.0),
+        (";".join(",".join(repr(float(v)) for v in row) for row in RANDOM5), [], RANDOM5, 0.0),
+    ],
+    ids=["sharpen", "gaussian5", "sobel-x", "random5"],
+)
+def test_learn_recovers_a_kernel_made_by_apply(cli, before, tmp_path, spec, options, true_weights, true_bias):
+    after, learned, replay = tmp_path / "after.png", tmp_path / "mine.toml", tmp_path / "replay.png"
+    assert cli("apply", before, "-k", spec, *options, "-o", after).exit_code == 0
+    size = len(true_weights)
+    result = cli("learn", before, after, "--size", str(size), "-o", learned)
+    assert result.exit_code == 0, result.stderr
+    report = result.stdout.decode()
+    rmse = float(re.search(r"RMSE ([0-9.]+) levels", report)[1])
+    fitted = tomllib.loads(learned.read_text())
+    error = np.abs(np.array(fitted["weights"]) - np.array(true_weights)).max()
+    print(f"{spec[:12]}: max weight error {error:.2e}, bias {fitted['bias']:.4f} (true {true_bias}), RMSE {rmse}")
+    assert error <= 0.01
+    assert abs(fitted["bias"] - true_bias) <= 1
+    assert cli("apply", before, "-k", learned, "-o", replay).exit_code == 0
+    assert np.abs(gray(replay).astype(int) - gray(after)).max() <= 1
+    assert rmse <= 0.5
+
+
+def test_learn_on_a_non_linear_filter_reports_a_large_error(cli, before, tmp_path):
+    after = tmp_path / "median.png"
+    Image.fromarray(ndi.median_filter(gray(before), size=5)).save(after)
+    result = cli("learn", before, after, "--size", "5", "-o", tmp_path / "m.toml", "--steps", "30")
+    assert result.exit_code == 0
+    rmse = float(re.search(r"RMSE ([0-9.]+) levels", result.stdout.decode())[1])
+    assert rmse > 2  # a median is no convolution: the fit says so
+    assert (tmp_path / "m.toml").is_file()
+
+
+def test_learn_needs_images_of_the_same_size(cli, before, tmp_path):
+    Image.open(CAMERA).save(tmp_path / "other.png")
+    result = cli("learn", before, tmp_path / "other.png")
+    assert result.exit_code == 1
+    assert result.stderr == ("convfilter: error: BEFORE is 220x200 but AFTER is 512x512; they must be the same size\n")
+    missing = cli("learn", before, tmp_path / "nope.png")
+    assert (missing.exit_code, missing.stderr) == (1, f"convfilter: error: AFTER '{tmp_path / 'nope.png'}': no such file\n")
+
+
+def test_kernels_show_heat_map_and_properties(cli):
+    result = cli("kernels", "show", "sobel-x")
+    assert result.exit_code == 0
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "sobel-x: 3x3, sum 0"
+    assert lines[1] == "separable (rank 1): yes; symmetric (equals its transpose): no; unchanged by --flip: no"
+    assert [line.split() for line in lines[-3:]] == [["-1", "0", "1"], ["-2", "0", "2"], ["-1", "0", "1"]]
+    laplacian = cli("kernels", "show", "laplacian").stdout.decode().splitlines()[1]
+    assert laplacian == "separable (rank 1): no; symmetric (equals its transpose): yes; unchanged by --flip: yes"
+
+
+def test_heat_map_colours_negative_blue_and_positive_red(monkeypatch, capsys):
+    from rich.console import Console
+
+    from convfilter import cli
+
+    console = Console(force_terminal=True, color_system="truecolor", width=80)
+    monkeypatch.setattr("rich.console.Console", lambda *a, **k: console)
+    cli._print_matrix(None, ((-2.0, 0.0, 1.0),))
+    out = capsys.readouterr().out
+    assert "48;2;30;30;220m-2" in out  # the strongest negative: blue
+    assert "48;2;130;30;30m1" in out  # half as strong, positive: red
+    assert "48;2;40;40;40m0" in out
+
+
+def test_compare_writes_input_and_result_side_by_side(cli, camera_copy, tmp_path):
+    picture = tmp_path / "compare.png"
+    result = cli("pool", camera_copy, "--size", "2", "-o", tmp_path / "out.png", "--compare", picture)
+    assert result.exit_code == 0
+    assert f"wrote {picture}" in result.stderr
+    with Image.open(picture) as image:
+        assert image.width >= 2 * 512 and image.height > 512  # two 512-high panels and the labels
+        array = np.asarray(image.convert("L"))
+    panel = array[-512:, :512]
+    assert np.array_equal(panel, gray(camera_copy))  # the input, unchanged, on the left
+    several = cli("apply", camera_copy, camera_copy.parent / "x.png", "-k", "blur", "--compare", picture, "--overwrite")
+    assert several.exit_code == 2 and "--compare writes one picture" in several.stderr
+
+
+def test_kernels_preview_contact_sheet(cli, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    result = cli("kernels", "preview", "-o", sheet, "--size", "64", "--columns", "4")
+    assert result.exit_code == 0, result.stderr
+    tiles = 1 + len(kernels.available())
+    rows = -(-tiles // 4)
+    with Image.open(sheet) as image:
+        assert image.size == (4 * (64 + 8) + 8, rows * (64 + 28 + 8) + 8)
+    colour = cli("kernels", "preview", ASTRONAUT, "-o", tmp_path / "c.jpg", "--color", "--size", "64")
+    assert colour.exit_code == 0
