@@ -486,9 +486,11 @@ def learn(
 
     from convfilter import learn as learning  # imports torch
 
-    with _Progress(steps, "fitting") as progress:
+    from convfilter.reporting import Bar
+
+    with Bar(steps) as bar:
         fitted = learning.fit(*images, size=size, border=border, bias=bias, steps=steps, seed=seed,
-                              device=device, progress=progress.update)
+                              device=device, progress=lambda done, rmse: bar.update(done, f"RMSE {rmse:.3f}"))
     _print_matrix(f"learned {size}x{size} kernel", fitted.weights.tolist())
     print(f"bias {_number(fitted.bias)}; fit error: RMSE {fitted.rmse:.3f} levels, PSNR {fitted.psnr:.1f} dB "
           f"({fitted.steps} L-BFGS steps)")
@@ -496,34 +498,6 @@ def learn(
         text = learning.kernel_toml(fitted, before, after, border)
         atomic_write(Path(output), lambda stream: stream.write(text.encode()), overwrite, "use --overwrite")
         sys.stderr.write(f"wrote {output}\n")
-
-
-class _Progress:
-    """A rich progress bar on standard error while a terminal watches; nothing otherwise."""
-
-    def __init__(self, total: int, what: str):
-        self._bar = None
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[error]}"), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=True)
-            self._task = self._bar.add_task(what, total=total, error="")
-
-    def __enter__(self) -> "_Progress":
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def update(self, done: int, error: float) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, error=f"RMSE {error:.3f}")
 
 
 # ---------------------------------------------------------------------------- kernels
