@@ -74,7 +74,8 @@ def read_image(
                 )
             if image.format == "JPEG" and image.mode in ("RGB", "YCbCr") and not color:
                 image.draft("L", image.size)  # decode the luma channel only
-            image = ImageOps.exif_transpose(image)
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
             if background is not None and has_alpha(image):
                 image = _composite(image, background)
             return _colour_array(image) if color else _gray_array(image)
@@ -134,11 +135,18 @@ def _gray_array(image: Image.Image) -> np.ndarray:
     return np.array(image, dtype=np.uint8)  # a writable array: torch shares it without a warning
 
 
+# The usual suffixes, known without loading every Pillow plugin (Image.init takes ~0.1 s).
+COMMON_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+                  ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF", ".pgm": "PPM", ".ppm": "PPM"}
+
+
 @functools.lru_cache(maxsize=256)
 def format_for(name: str) -> str:
     """The Pillow format that writes a suffix or --format name ('jpg', '.png', 'TIFF' ...)."""
-    Image.init()
     suffix = "." + name.lower().lstrip(".")
+    if suffix in COMMON_FORMATS:
+        return COMMON_FORMATS[suffix]
+    Image.init()
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
         known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE})

@@ -75,7 +75,11 @@ class KernelConv2d(nn.Conv2d):
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """The valid correlation (plus bias) of an input that is already padded."""
         out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0])
-        return out.add_(self.bias[0]) if self.bias is not None else out
+        return out.add_(self.bias[0]) if self.bias is not None and self._has_bias() else out
+
+    def _has_bias(self) -> bool:
+        """Whether the bias is non-zero (a pass over the image saved when it is zero)."""
+        return bool(self.bias.detach()[0] != 0)
 
 
 class ValueRange(nn.Module):

@@ -146,7 +146,7 @@ class Filter:
 
 
 # The working set of one band of the banded CPU path: small enough to stay in the CPU's cache.
-BAND_BYTES = 1 << 19
+BAND_BYTES = 1 << 20  # 1 MB: measured best of 128 KB to 4 MB on the development machine
 
 
 def _single_convolution(model: nn.Sequential) -> tuple[KernelConv2d, ValueRange] | None:
@@ -174,12 +174,11 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
     height, width = images.shape[-2:]
     extra = padded.shape[-2] - height
     result = np.empty(images.shape, images.dtype)
-    target = torch.from_numpy(result)
     rows = max(1, BAND_BYTES // (4 * padded.shape[-1] * images.shape[0] * images.shape[1]))
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         band = conv.forward_padded(padded[..., top: bottom + extra, :].float())
-        target[..., top:bottom, :] = value_range(band).round_()
+        result[..., top:bottom, :] = value_range(band).round_().numpy()  # numpy's cast: ~3x torch's
     return result
 
 

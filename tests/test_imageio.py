@@ -120,3 +120,9 @@ def test_format_names(name, fmt):
 def test_camera_sample_is_a_grayscale_png():
     with Image.open(CAMERA) as image:
         assert (image.format, image.mode, image.size) == ("PNG", "L", (512, 512))
+
+
+def test_common_format_table_agrees_with_pillow():
+    Image.init()
+    for suffix, fmt in imageio.COMMON_FORMATS.items():
+        assert Image.registered_extensions()[suffix] == fmt and fmt in Image.SAVE
