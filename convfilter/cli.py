@@ -247,7 +247,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     if run.from_list == "-" and imageio.STDIO in arguments:
         raise UsageError("--from - and '-' both want standard input")
     expansion = inputs.expand(arguments, run.recursive, _listed(run))
-    jobs = outputs.plan(expansion.sources, run.output, op or op_name(steps), run.fmt, run.show, expansion.batch)
+    name = op or op_name(steps)
+    jobs = outputs.plan(expansion.sources, run.output, name, run.fmt, run.show, expansion.batch)
     if shard:
         jobs = outputs.shard(jobs, *shard)
     if run.compare is not None and len(jobs) != 1:
@@ -274,7 +275,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         max_pixels=run.max_pixels or imageio.DEFAULT_MAX_PIXELS,
         background=background,
         color=run.color or color,
-        compare=(Path(run.compare), op or op_name(steps)) if run.compare is not None else None,
+        compare=(Path(run.compare), name) if run.compare is not None else None,
         workers=workers,
         fail_fast=run.fail_fast,
         debug=_debug,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from convfilter.errors import KernelError, KernelNotFoundError
-from convfilter.modes import RANGES, check_choice
+from convfilter.modes import RANGES
 
 MAX_SIZE = 63
 PATH_VARIABLE = "CONVFILTER_KERNEL_PATH"

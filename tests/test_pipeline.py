@@ -15,7 +15,7 @@ import torch
 
 from convfilter import kernels, layers, pipeline
 from convfilter.errors import InputError
-from convfilter.steps import ConvStep, conv_steps, pool_step
+from convfilter.steps import conv_steps, pool_step
 
 from test_kernels import BUILTIN
 
