@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-kernels_app = typer.Typer(help="List the named kernels, or show one.", no_args_is_help=False)
+kernels_app = typer.Typer(help="List, show or preview the named kernels.", no_args_is_help=False)
 app.add_typer(kernels_app, name="kernels")
 
 _debug = False
@@ -380,8 +380,9 @@ def pool(
         "--seed", help="Seed of stochastic pooling: the same result on every run.", show_default=False)] = None,
     run: RunOptions = None,
 ) -> None:
-    """Downsample images with a pooling layer: avg, max, min or stochastic over K x K windows, or
-    adaptive pooling to an exact size with --to.
+    """Downsample images with a pooling layer (avg, max, min, stochastic, or adaptive with --to).
+
+    Windows of K x K pixels, every --stride pixels; --to WxH pools to exactly that size instead.
 
     Example: convfilter pool photo.jpg --size 2 --mode max   (writes photo_pool2.jpg)
     """
@@ -398,8 +399,10 @@ def upsample(
     mode: Annotated[str, typer.Option("--mode", help="nearest or bilinear.")] = "nearest",
     run: RunOptions = None,
 ) -> None:
-    """Upsample images by an integer factor with a transposed convolution (nn.ConvTranspose2d with
-    fixed weights): nearest repeats pixels (the inverse of pooling), bilinear interpolates.
+    """Upsample images by an integer factor (a transposed convolution, nearest or bilinear).
+
+    An nn.ConvTranspose2d with fixed weights and stride = factor: nearest repeats pixels (the
+    inverse of pooling), bilinear interpolates.
 
     Example: convfilter upsample small.png --factor 2 --mode bilinear   (writes small_up2.png)
     """
@@ -416,8 +419,9 @@ def run_pipeline(
                                             show_default=False)],
     run: RunOptions = None,
 ) -> None:
-    """Run a pipeline file: convolutions, pooling and upsampling in one pass, values kept as floats
-    between steps. Outputs are named after the file (photo_<pipeline>.jpg).
+    """Run a pipeline file: several steps in one pass (kernels, pooling, upsampling).
+
+    Values stay float between steps; outputs are named after the file (photo_<pipeline>.jpg).
 
     Example: convfilter run samples/edges.toml photo.jpg
     """
@@ -436,8 +440,10 @@ def export(
                                         "pipeline file's 'color', else 1 channel.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
-    """Export a pipeline file as a torch.export program: load it with torch.export.load(path).module()
-    in plain PyTorch, call it on an (N, C, H, W) float tensor in 0-255 units, round the result.
+    """Export a pipeline file as a torch.export program for plain PyTorch.
+
+    Load it with torch.export.load(path).module(), call it on an (N, C, H, W) float tensor in
+    0-255 units, and round the result.
 
     Example: convfilter export samples/edges.toml -o edges.pt2
     """
@@ -463,8 +469,10 @@ def learn(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
-    """Recover the kernel that turned BEFORE into AFTER: fit a K x K nn.Parameter by autograd
-    (L-BFGS), print it with its error (RMSE in levels, PSNR), and write it as a kernel file.
+    """Recover the kernel that turned BEFORE into AFTER (fitted by autograd).
+
+    A K x K nn.Parameter fitted with L-BFGS; prints it with its error (RMSE in levels, PSNR) and
+    writes it as a kernel file for apply -k.
 
     Example: convfilter learn photo.png edited.png --size 5 -o mine.toml
     """
@@ -544,7 +552,9 @@ def kernels_list(ctx: typer.Context) -> None:
 def kernels_show(
     spec: Annotated[str, typer.Argument(help="A kernel name, file or inline matrix.", show_default=False)],
 ) -> None:
-    """Print a kernel's effective weights (after its scale and normalize) and its settings.
+    """Show a kernel as a heat map, with its size, sum, and whether it is separable and symmetric.
+
+    The weights shown are the effective ones (after the file's scale and normalize).
 
     Example: convfilter kernels show sobel-x
     """
