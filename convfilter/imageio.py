@@ -113,14 +113,36 @@ def _colour_array(image: Image.Image) -> np.ndarray:
     target = COLOUR_MODES.get(image.mode) or ("RGBA" if has_alpha(image) else "RGB")
     if image.mode != target:
         image = image.convert(target)
-    return np.array(image, dtype=np.uint8)
+    return to_array(image)
+
+
+_FAST_COPY = {"L": np.dtype(np.uint8), "I;16": np.dtype("<u2")}
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+    """A writable numpy copy of an image. For L and I;16 (the hot grayscale path) the pixels are
+    pasted straight into the array's memory, through a Pillow image mapped onto it: about 50x
+    faster than `np.array(image)`, which goes through `tobytes` (~4 ms for 3 MP). Any other mode,
+    or a Pillow that does not map the buffer, takes `np.array`."""
+    image.load()  # a lazily opened image has no pixels to paste yet
+    dtype = _FAST_COPY.get(image.mode)
+    if dtype is not None and image.width and image.height:
+        array = np.empty((image.height, image.width), dtype)
+        try:
+            target = Image.frombuffer(image.mode, image.size, array, "raw", image.mode, 0, 1)
+            if target.readonly:  # mapped onto `array`: pasting writes into it
+                target.im.paste(image.im, (0, 0, *image.size))
+                return array
+        except (AttributeError, TypeError, ValueError):
+            pass
+    return np.array(image)
 
 
 def _gray_array(image: Image.Image) -> np.ndarray:
     """8-bit luma; 16-bit grayscale stays 16-bit; 32-bit integers are clamped to 16 bits; floats
     in 0-1 become 16-bit (x 65535), other floats are grey levels, 8-bit up to 255, else 16-bit."""
     if image.mode in SIXTEEN_BIT_MODES:
-        return np.asarray(image).astype(np.uint16)
+        return to_array(image).astype(np.uint16, copy=False)
     if image.mode == "I":
         return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
     if image.mode == "F":
@@ -132,7 +154,7 @@ def _gray_array(image: Image.Image) -> np.ndarray:
         return np.clip(np.round(values), 0, 65535).astype(np.uint16)
     if image.mode != "L":
         image = image.convert("L")
-    return np.array(image, dtype=np.uint8)  # a writable array: torch shares it without a warning
+    return to_array(image)  # writable: torch shares it without a warning
 
 
 # The usual suffixes, known without loading every Pillow plugin (Image.init takes ~0.1 s).

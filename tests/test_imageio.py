@@ -126,3 +126,22 @@ def test_common_format_table_agrees_with_pillow():
     Image.init()
     for suffix, fmt in imageio.COMMON_FORMATS.items():
         assert Image.registered_extensions()[suffix] == fmt and fmt in Image.SAVE
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "LA"])
+def test_to_array_equals_numpy_and_is_writable(mode):
+    base = np.asarray(Image.open(ASTRONAUT).convert("RGB"))[:37, :53]
+    if mode == "I;16":
+        image = Image.fromarray((base[..., 0].astype(np.uint16) * 251))
+    else:
+        image = Image.fromarray(base).convert(mode)
+    assert image.mode == mode
+    array = imageio.to_array(image)
+    assert np.array_equal(array, np.asarray(image)) and array.flags.writeable
+
+
+def test_to_array_falls_back_when_pillow_does_not_map_the_buffer(monkeypatch):
+    image = Image.open(CAMERA)
+    copied = imageio.to_array(image)
+    monkeypatch.setattr(Image, "frombuffer", lambda *a, **k: Image.new("L", image.size))  # not mapped
+    assert np.array_equal(imageio.to_array(image), copied)
