@@ -479,7 +479,7 @@ def learn(
     from pathlib import Path
 
     from convfilter import imageio
-    from convfilter.files import atomic_write
+    from convfilter.files import atomic_write, exists_error
     from convfilter.modes import BORDERS, check_choice
 
     check_choice("border", border, BORDERS)
@@ -491,7 +491,7 @@ def learn(
         except ConvfilterError as error:
             raise type(error)(f"{label} {path!r}: {error}") from None
     if output is not None and Path(output).exists() and not overwrite:
-        raise UsageError(f"output '{output}' exists (use --overwrite)")
+        raise exists_error(output, "use --overwrite")  # before the fit, not after
 
     from convfilter import learn as learning  # imports torch
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from convfilter.errors import OutputError, UsageError
-from convfilter.files import atomic_write
+from convfilter.errors import UsageError
+from convfilter.files import atomic_write, exists_error
 from convfilter.pipeline import build
 from convfilter.steps import PoolStep, Step
 
@@ -19,7 +19,7 @@ def export_program(steps: list[Step], channels: int, output: str, overwrite: boo
         raise UsageError("stochastic pooling draws random numbers per call; it cannot be exported reproducibly")
     target = Path(output)
     if target.exists() and not overwrite:  # before the export's seconds of work
-        raise OutputError(f"output '{target}' exists (use --overwrite)")
+        raise exists_error(target, "use --overwrite")
     model = build(steps, 255.0, channels)
     example = torch.rand(2, channels, 96, 128) * 255
     dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}

@@ -17,6 +17,11 @@ os.umask(_UMASK)
 EXISTS_HINT = "use --overwrite or --skip-existing"
 
 
+def exists_error(target, hint: str = EXISTS_HINT) -> OutputError:
+    """The one message for an output that is already there."""
+    return OutputError(f"output '{target}' exists ({hint})")
+
+
 def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: bool = False,
                  exists_hint: str = EXISTS_HINT) -> None:
     """Create `target` (and its directory) with what `write(stream)` writes. OSError from the
@@ -34,10 +39,10 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: boo
             try:
                 os.link(temporary, target)
             except FileExistsError:
-                raise OutputError(f"output '{target}' exists ({exists_hint})") from None
+                raise exists_error(target, exists_hint) from None
             except OSError:  # a file system without hard links
                 if target.exists():
-                    raise OutputError(f"output '{target}' exists ({exists_hint})") from None
+                    raise exists_error(target, exists_hint) from None
                 os.replace(temporary, target)
     except FileExistsError:  # the directory to create is a file
         raise OutputError(f"cannot write '{target}': '{target.parent}' is not a directory") from None

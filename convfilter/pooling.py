@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import torch
 
+from convfilter.correlate import output_size
+
 _COMBINE = {
     "avg": lambda acc, view: acc.add_(view),
     "max": lambda acc, view: torch.maximum(acc, view, out=acc),
     "min": lambda acc, view: torch.minimum(acc, view, out=acc),
 }
-
-
-def output_size(size: int, window: int, stride: int) -> int:
-    return (size - window) // stride + 1
 
 
 def whole_windows(x: torch.Tensor, size: int, stride: int, mode: str) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from convfilter import imageio, visuals
+from convfilter import files, imageio, visuals
 from convfilter.errors import ConvfilterError, OutputError
 from convfilter.outputs import Job
 
@@ -84,7 +84,7 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
             if os.path.lexists(target) and not options.overwrite:
                 if options.skip_existing:
                     return JobResult(job, SKIPPED)
-                raise OutputError(f"output '{target}' exists (use --overwrite or --skip-existing)")
+                raise files.exists_error(target)
         source = stdin.read() if job.source == imageio.STDIO else job.source
         image = imageio.read_image(source, options.max_pixels, options.background, options.color)
         result = filter_fn(image)

@@ -122,3 +122,15 @@ def test_kernels_preview_contact_sheet(cli, tmp_path):
         assert image.size == (4 * (64 + 8) + 8, rows * (64 + 28 + 8) + 8)
     colour = cli("kernels", "preview", ASTRONAUT, "-o", tmp_path / "c.jpg", "--color", "--size", "64")
     assert colour.exit_code == 0
+
+
+def test_learn_and_export_refuse_an_existing_output_before_working(cli, before, tmp_path):
+    taken = tmp_path / "taken.toml"
+    taken.write_text("keep")
+    result = cli("learn", before, before, "-o", taken)
+    assert (result.exit_code, result.stderr) == (1, f"convfilter: error: output '{taken}' exists (use --overwrite)\n")
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('[[step]]\nkernel = "blur"\n')
+    result = cli("export", recipe, "-o", taken)
+    assert (result.exit_code, result.stderr) == (1, f"convfilter: error: output '{taken}' exists (use --overwrite)\n")
+    assert taken.read_text() == "keep"
