@@ -40,6 +40,11 @@ class BackgroundFilter:
         self._workers = workers
         self._planned.set()
 
+    @property
+    def built(self) -> threading.Event:
+        """Set once calls no longer wait (the pipeline is built, or failed to build)."""
+        return self._ready
+
     def ready(self):
         """The built `pipeline.Filter`, once there; its build error, if it failed."""
         self._ready.wait()

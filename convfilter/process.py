@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,29 @@ def _is_input(source: str, target: str) -> bool:
         return False
 
 
+# While the filter is not ready yet (torch still importing), workers decode the next inputs
+# instead of waiting, holding at most this many bytes of decoded images.
+READ_AHEAD_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A job whose input is decoded, waiting to be filtered and written."""
+
+    job: Job
+    image: np.ndarray
+
+
 def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryIO, stdout: BinaryIO) -> JobResult:
     """One job start to end. Errors become a failed result: '<input>: <what failed>'."""
-    target = job.target
-    try:
+    loaded = load_job(job, options, stdin)
+    return loaded if isinstance(loaded, JobResult) else finish_job(loaded, filter_fn, options, stdout)
+
+
+def load_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobResult:
+    """The first half of a job: check the target, read and decode the input."""
+    def load() -> Loaded | JobResult:
+        target = job.target
         if target not in (None, imageio.STDIO):
             if job.source != imageio.STDIO and _is_input(job.source, target):
                 raise OutputError(f"output '{target}' is the input itself; convfilter never overwrites an input")
@@ -86,19 +106,35 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
                     return JobResult(job, SKIPPED)
                 raise files.exists_error(target)
         source = stdin.read() if job.source == imageio.STDIO else job.source
-        image = imageio.read_image(source, options.max_pixels, options.background, options.color)
+        return Loaded(job, imageio.read_image(source, options.max_pixels, options.background, options.color))
+
+    return _reported(job, options, load)
+
+
+def finish_job(loaded: Loaded, filter_fn: FilterFn, options: WriteOptions, stdout: BinaryIO) -> JobResult:
+    """The second half of a job: filter, then write (and show, and compare)."""
+    def finish() -> JobResult:
+        job, image = loaded.job, loaded.image
         result = filter_fn(image)
         if options.compare is not None:
             path, label = options.compare
             picture = visuals.side_by_side(image, result, "input", label)
             imageio.write_picture(picture, path, options.overwrite)
-        if target == imageio.STDIO:
+        if job.target == imageio.STDIO:
             imageio.write_stream(result, stdout, job.format, options.encoding)
-        elif target is not None:
-            imageio.write_image(result, Path(target), job.format, options.encoding, options.overwrite)
+        elif job.target is not None:
+            imageio.write_image(result, Path(job.target), job.format, options.encoding, options.overwrite)
         if options.show:
             imageio.show_image(result)
         return JobResult(job, WRITTEN)
+
+    return _reported(loaded.job, options, finish)
+
+
+def _reported(job: Job, options: WriteOptions, step: Callable[[], Loaded | JobResult]) -> Loaded | JobResult:
+    """`step()`, with its errors turned into a failed result."""
+    try:
+        return step()
     except ConvfilterError as error:
         return JobResult(job, FAILED, f"{job.label}: {error}")
     except Exception as error:  # a bug or MemoryError: this file fails, the others go on
@@ -118,13 +154,18 @@ def process(
     stdin: BinaryIO,
     stdout: BinaryIO,
     on_result: Callable[[JobResult], None],
+    filter_ready: threading.Event | None = None,
 ) -> Summary:
     """Every job, `options.workers` at a time; `on_result` is called in this thread as each ends.
+    Until `filter_ready` is set (None: it is), workers only decode inputs, up to READ_AHEAD_BYTES.
     Ctrl-C (KeyboardInterrupt) stops cleanly: jobs not started are dropped, the running ones
     finish (their writes are atomic), and the summary says `interrupted`."""
     summary = Summary()
     start = time.monotonic()
     stop = threading.Event()
+    if filter_ready is None:
+        filter_ready = threading.Event()
+        filter_ready.set()
 
     recorded: set[int] = set()
 
@@ -137,40 +178,73 @@ def process(
         if result.status == FAILED and options.fail_fast:
             stop.set()
 
+    if len(jobs) == 1:
+        try:
+            record(run_job(jobs[0], filter_fn, options, stdin, stdout), 0)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        summary.seconds = time.monotonic() - start
+        return summary
+
+    todo = deque(enumerate(jobs))
+    loaded: deque[tuple[int, Loaded]] = deque()  # decoded ahead of the filter
+    held = 0  # their bytes
+
+    def submit(pool: ThreadPoolExecutor) -> Future | None:
+        """The next task: finish a decoded job once the filter is ready; else start the next
+        job (whole, or only its decoding while the filter is not ready and memory allows)."""
+        nonlocal held
+        if filter_ready.is_set() and loaded:
+            order, item = loaded.popleft()
+            held -= item.image.nbytes
+            future = pool.submit(finish_job, item, filter_fn, options, stdout)
+        elif todo and filter_ready.is_set():
+            order, job = todo.popleft()
+            future = pool.submit(run_job, job, filter_fn, options, stdin, stdout)
+        elif todo and held < READ_AHEAD_BYTES:
+            order, job = todo.popleft()
+            future = pool.submit(load_job, job, options, stdin)
+        else:
+            return None
+        future.order = order
+        return future
+
     def collect(futures: set[Future]) -> set[Future]:
+        nonlocal held
         done, pending = wait(futures, return_when=FIRST_COMPLETED)
         for future in sorted(done, key=lambda f: f.order):
-            record(future.result(), future.order)
+            outcome = future.result()
+            if isinstance(outcome, Loaded):
+                loaded.append((future.order, outcome))
+                held += outcome.image.nbytes
+            else:
+                record(outcome, future.order)
         return pending
 
-    if options.workers <= 1 or len(jobs) <= 1:
-        try:
-            for order, job in enumerate(jobs):
-                if stop.is_set():
+    pool = ThreadPoolExecutor(options.workers, thread_name_prefix="convfilter")
+    pending: set[Future] = set()
+    in_flight = 1 if options.workers == 1 else 2 * options.workers  # -j 1: strictly one after another
+    try:
+        while True:
+            while len(pending) < in_flight and not stop.is_set():
+                future = submit(pool)
+                if future is None:
                     break
-                record(run_job(job, filter_fn, options, stdin, stdout), order)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-    else:
-        pool = ThreadPoolExecutor(options.workers, thread_name_prefix="convfilter")
-        pending: set[Future] = set()
-        try:
-            for order, job in enumerate(jobs):
-                while len(pending) >= 2 * options.workers:
-                    pending = collect(pending)
-                if stop.is_set():
-                    break
-                future = pool.submit(run_job, job, filter_fn, options, stdin, stdout)
-                future.order = order
                 pending.add(future)
-            while pending:
+            if pending:
                 pending = collect(pending)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future in sorted(pending, key=lambda f: f.order):
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    record(future.result(), future.order)
+            elif loaded and not stop.is_set():
+                filter_ready.wait()  # memory is full of decoded images: wait for the filter
+            else:
+                break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in sorted(pending, key=lambda f: f.order):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                outcome = future.result()
+                if not isinstance(outcome, Loaded):
+                    record(outcome, future.order)
     summary.seconds = time.monotonic() - start
     return summary

@@ -234,3 +234,48 @@ def test_interrupt_mid_run_then_resume_with_skip_existing(many, tmp_path, signum
     again = subprocess.run(command + ["--skip-existing", "-q"], capture_output=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert_all_valid(out, 40)
+
+
+def test_inputs_are_decoded_ahead_while_the_filter_loads_within_the_memory_budget(tmp_path, monkeypatch):
+    """Until the filter is ready (torch importing), workers decode the next inputs, up to
+    READ_AHEAD_BYTES (plus what is in flight), and write nothing; then every file comes out right."""
+    import threading
+    import time
+
+    from convfilter import imageio, process
+    from convfilter.outputs import Job
+    from convfilter.pipeline import Filter
+    from convfilter.steps import from_table
+
+    camera = np.asarray(Image.open(CAMERA))
+    sources = []
+    for i in range(12):
+        path = tmp_path / f"in{i:02}.png"
+        Image.fromarray(camera[i * 10:i * 10 + 100, i * 20:i * 20 + 80]).save(path)
+        sources.append(path)
+    monkeypatch.setattr(process, "READ_AHEAD_BYTES", 3 * 100 * 80)  # three decoded images
+    reads = []
+    real_read = imageio.read_image
+    monkeypatch.setattr(imageio, "read_image", lambda *a, **k: reads.append(1) or real_read(*a, **k))
+    ready = threading.Event()
+    sharpen = Filter([from_table({"kernel": "sharpen"})], "cpu")
+    jobs = [Job(str(p), str(tmp_path / f"out{i:02}.png")) for i, p in enumerate(sources)]
+    options = process.WriteOptions(encoding=imageio.Encoding(90, 1), workers=2)
+    results = []
+    runner = threading.Thread(target=lambda: results.append(process.process(
+        jobs, sharpen, options, stdin=None, stdout=None, on_result=lambda r: None, filter_ready=ready)))
+    runner.start()
+    try:
+        while len(reads) < 3 and runner.is_alive():
+            time.sleep(0.01)
+        time.sleep(0.5)  # room to read too far, were the budget not kept
+        assert 3 <= len(reads) <= 3 + 2 * 2 - 1  # the budget, plus the jobs in flight (2 per worker)
+        assert not list(tmp_path.glob("out*"))
+    finally:
+        ready.set()
+        runner.join(timeout=60)
+    assert results[0].written == 12 and len(reads) == 12
+    sharpen_weights = kernels.resolve("sharpen").weights()
+    for i, path in enumerate(sources):
+        expected = opencv_filter(gray(path), sharpen_weights, "reflect")
+        assert max_diff(gray(tmp_path / f"out{i:02}.png"), expected) <= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
@@ -382,3 +383,17 @@ def test_python_dash_m_and_the_console_script(tmp_path):
     script = Path(sys.executable).parent / "convfilter"
     done = subprocess.run([script, "pool", CAMERA, "-o", tmp_path / "x.png"], capture_output=True, timeout=300)
     assert done.returncode == 0 and gray(tmp_path / "x.png").shape == (256, 256)
+
+
+def test_a_real_process_flushes_its_output_and_keeps_the_exit_code_once_torch_is_loaded(tmp_path):
+    """main() skips the interpreter's teardown once torch is loaded (os._exit): standard output
+    must still arrive whole, stderr lines too, and the exit codes stay those of the contract."""
+    done = run_process("apply", CAMERA, "-k", "sharpen", "-o", "-")
+    assert done.returncode == 0, done.stderr.decode()
+    expected = opencv_filter(gray(CAMERA), kernels.resolve("sharpen").weights(), "reflect")
+    assert max_diff(np.asarray(Image.open(io.BytesIO(done.stdout))), expected) <= 1
+    done = run_process("apply", CAMERA, tmp_path / "missing.png", "-k", "sharpen", "-o", tmp_path / "out/")
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[0] == f"convfilter: error: '{tmp_path / 'missing.png'}': no such file"
+    assert "1 written, 0 skipped, 1 failed" in done.stderr.decode()
+    assert max_diff(gray(tmp_path / "out" / "camera.png"), expected) <= 1
