@@ -129,6 +129,9 @@ SHARED_OPTIONS = {
         "--show", help="Show the result in the system viewer (without -o: instead of writing).")], False),
     "quiet": (Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")], False),
     "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")], "auto"),
+    "batch": (Annotated[Optional[int], typer.Option(
+        "--batch", help="JPEGs decoded and filtered together on the device, N at a time. Default: 64 on a GPU, "
+        "off on the CPU (where --batch runs the same batch path).", show_default=False)], None),
     "compare": (Annotated[Optional[str], typer.Option(
         "--compare", help="Also write FILE: the input and the result side by side, labelled (one input only).",
         show_default=False)], None),
@@ -166,6 +169,7 @@ class RunOptions:
     show: bool
     quiet: bool
     device: str
+    batch: Optional[int]
     compare: Optional[str]
     color: bool
     background: Optional[str]
@@ -265,9 +269,14 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         return
 
     workers = run.jobs or os.cpu_count() or 1
-    pipeline.start(min(workers, len(jobs)))
-    if run.device == "cuda":
+    batch_size = _batch_size(run, steps, jobs)
+    pipeline.start(min(workers, len(jobs)) if batch_size is None else 1)
+    if run.device == "cuda" or batch_size == 0:
         pipeline.ready()  # "no CUDA device" is a usage error, before any file
+    if batch_size == 0:  # the default: batches when the pipeline is on a GPU
+        from convfilter.batch import DEFAULT_BATCH  # imports torch, which is there by now
+
+        batch_size = DEFAULT_BATCH if pipeline.ready().device.type == "cuda" else None
     options = process.WriteOptions(
         encoding=imageio.Encoding(run.quality, run.png_compression),
         overwrite=run.overwrite,
@@ -284,11 +293,16 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     batch = expansion.batch
     with Reporter(total=len(jobs), quiet=run.quiet, progress=batch, keep=run.json) as reporter:
         with _terminate_as_interrupt():
-            summary = process.process(
-                jobs, pipeline, options,
-                stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, on_result=reporter.result,
-                filter_ready=pipeline.built,
-            )
+            if batch_size:
+                from convfilter import batch as batches  # imports torch
+
+                summary = batches.process(jobs, pipeline.ready(), options, batch_size, on_result=reporter.result)
+            else:
+                summary = process.process(
+                    jobs, pipeline, options,
+                    stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, on_result=reporter.result,
+                    filter_ready=pipeline.built,
+                )
         if run.compare is not None and summary.written and not run.quiet:
             reporter.line(f"wrote {run.compare}")
         if batch and (summary.failed or summary.interrupted or not run.quiet):
@@ -304,6 +318,37 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         raise KeyboardInterrupt
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _batch_size(run: RunOptions, steps: list[Step], jobs: list) -> int | None:
+    """Images a batch for the batch path; None for the per-file path; 0 for "batches if the
+    pipeline turns out to be on a GPU" (decided without waiting for torch where no NVIDIA device
+    exists). The batch path writes files only, and a seeded stochastic pool draws per call."""
+    from convfilter.imageio import STDIO
+    from convfilter.steps import PoolStep
+
+    unsuitable = [
+        reason for reason, present in (
+            ("standard input or output", any(STDIO in (job.source, job.target) for job in jobs)),
+            ("--show", run.show), ("--compare", run.compare is not None),
+            ("stochastic pooling", any(isinstance(s, PoolStep) and s.mode == "stochastic" for s in steps)),
+        ) if present
+    ]
+    if run.batch is not None:
+        if run.batch < 1:
+            raise UsageError(f"--batch must be at least 1, not {run.batch}")
+        if unsuitable:
+            raise UsageError(f"--batch cannot be used with {unsuitable[0]}")
+        return run.batch
+    if unsuitable or run.device == "cpu" or (run.device == "auto" and not _nvidia_present()):
+        return None
+    return 0
+
+
+def _nvidia_present() -> bool:
+    from pathlib import Path
+
+    return Path("/dev/nvidiactl").exists()
 
 
 @contextlib.contextmanager

@@ -194,3 +194,9 @@ def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu"
     with torch.inference_mode():
         y = model(x).round_().clamp_(0.0, max_value)
     return y.cpu().numpy().astype(images.dtype)  # numpy's cast is ~3x torch's here
+
+
+def run_tensor(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """`run` for (N, C, H, W) uint8 images already on the model's device (the batch path)."""
+    with torch.inference_mode():
+        return model(images.float()).round_().clamp_(0.0, 255.0).to(torch.uint8)

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from convfilter.errors import ConvfilterError, OutputError
 from convfilter.outputs import Job
 
 FilterFn = Callable[[np.ndarray], np.ndarray]
+Result = TypeVar("Result")
 
 WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
 
@@ -94,9 +95,10 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
     return loaded if isinstance(loaded, JobResult) else finish_job(loaded, filter_fn, options, stdout)
 
 
-def load_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobResult:
-    """The first half of a job: check the target, read and decode the input."""
-    def load() -> Loaded | JobResult:
+def check_target(job: Job, options: WriteOptions) -> JobResult | None:
+    """Before reading: the result of a job that must not go on (its output is its input, or
+    exists), or None."""
+    def check() -> JobResult | None:
         target = job.target
         if target not in (None, imageio.STDIO):
             if job.source != imageio.STDIO and _is_input(job.source, target):
@@ -105,10 +107,18 @@ def load_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobRe
                 if options.skip_existing:
                     return JobResult(job, SKIPPED)
                 raise files.exists_error(target)
+        return None
+
+    return guarded(job, options, check)
+
+
+def load_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobResult:
+    """The first half of a job: check the target, read and decode the input."""
+    def load() -> Loaded | JobResult:
         source = stdin.read() if job.source == imageio.STDIO else job.source
         return Loaded(job, imageio.read_image(source, options.max_pixels, options.background, options.color))
 
-    return _reported(job, options, load)
+    return check_target(job, options) or guarded(job, options, load)
 
 
 def finish_job(loaded: Loaded, filter_fn: FilterFn, options: WriteOptions, stdout: BinaryIO) -> JobResult:
@@ -128,22 +138,28 @@ def finish_job(loaded: Loaded, filter_fn: FilterFn, options: WriteOptions, stdou
             imageio.show_image(result)
         return JobResult(job, WRITTEN)
 
-    return _reported(loaded.job, options, finish)
+    return guarded(loaded.job, options, finish)
 
 
-def _reported(job: Job, options: WriteOptions, step: Callable[[], Loaded | JobResult]) -> Loaded | JobResult:
-    """`step()`, with its errors turned into a failed result."""
+def guarded(job: Job, options: WriteOptions, step: Callable[[], Result]) -> Result | JobResult:
+    """`step()`, with its errors turned into a failed result for `job`."""
     try:
         return step()
-    except ConvfilterError as error:
+    except Exception as error:
+        return failure(job, options, error)
+
+
+def failure(job: Job, options: WriteOptions, error: Exception) -> JobResult:
+    """`job` failed with `error`: its message, or for anything but a ConvfilterError (a bug,
+    MemoryError) an internal error; with --debug that is raised, for its traceback."""
+    if isinstance(error, ConvfilterError):
         return JobResult(job, FAILED, f"{job.label}: {error}")
-    except Exception as error:  # a bug or MemoryError: this file fails, the others go on
-        if options.debug:
-            raise
-        return JobResult(
-            job, FAILED, f"{job.label}: internal error: {type(error).__name__}: {error} "
-            "(rerun with --debug for the traceback)"
-        )
+    if options.debug:
+        raise error
+    return JobResult(
+        job, FAILED, f"{job.label}: internal error: {type(error).__name__}: {error} "
+        "(rerun with --debug for the traceback)"
+    )
 
 
 def process(

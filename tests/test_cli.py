@@ -397,3 +397,23 @@ def test_a_real_process_flushes_its_output_and_keeps_the_exit_code_once_torch_is
     assert done.stderr.decode().splitlines()[0] == f"convfilter: error: '{tmp_path / 'missing.png'}': no such file"
     assert "1 written, 0 skipped, 1 failed" in done.stderr.decode()
     assert max_diff(gray(tmp_path / "out" / "camera.png"), expected) <= 1
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_the_cpu_path_never_imports_torchvision(tmp_path, device):
+    """torchvision (about 3 s to import here) is for the batch path only; on a machine without an
+    NVIDIA device (as CI: made so here on any machine), `auto` is the CPU path."""
+    code = (
+        "import sys\n"
+        "from convfilter import cli\n"
+        "cli._nvidia_present = lambda: False\n"
+        "app = cli.app\n"
+        f"try:\n    app(['apply', {str(CAMERA)!r}, '-k', 'sharpen', '-o', {str(tmp_path / 'x.png')!r}, "
+        f"'--device', {device!r}])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "assert 'torch' in sys.modules and 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert max_diff(gray(tmp_path / "x.png"), opencv_filter(gray(CAMERA), kernels.resolve("sharpen").weights(),
+                                                            "reflect")) <= 1

@@ -1,0 +1,217 @@
+"""The batch path (`--device cuda`, or `--batch N`): JPEGs decoded a batch at a time on the device
+(nvjpeg, through torchvision, on a GPU), same-size images stacked into one (N, C, H, W) tensor and
+filtered at once, results encoded on the device (3-channel JPEG: nvjpeg on a GPU) or by Pillow in
+CPU threads. Disk reads and Pillow's encodes go on in threads while the device works.
+
+Whatever is not a plain JPEG (PNG, CMYK, alpha, too many pixels) is decoded by Pillow as in the
+per-file path and filtered alone on the same device; so is each file of a batch that torchvision
+cannot decode, one by one, so that a damaged file fails alone with Pillow's error. The same code
+runs on the CPU (`--device cpu --batch N`): that is how CI tests it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from convfilter import files, imageio
+from convfilter.outputs import Job
+from convfilter.pipeline import Filter, run_tensor
+from convfilter.process import (
+    FAILED, WRITTEN, JobResult, Loaded, Summary, WriteOptions, check_target, failure, guarded, load_job,
+)
+
+DEFAULT_BATCH = 64  # images a batch on a GPU
+BATCH_PIXELS = 256 << 20  # at most this many pixels a batch (a float32 copy: 1 GiB)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A JPEG read from disk, its bytes not decoded yet."""
+
+    job: Job
+    data: torch.Tensor  # uint8, 1-D
+
+
+def _plain_jpeg(path: str, options: WriteOptions) -> bool:
+    """A JPEG that torchvision decodes exactly as the per-file path would (Pillow's luma, or RGB)."""
+    with Image.open(path) as image:
+        width, height = image.size
+        modes = ("RGB", "YCbCr") if options.color else ("L", "RGB", "YCbCr")  # --color keeps a grey JPEG 2-D
+        return image.format == "JPEG" and image.mode in modes and width * height <= options.max_pixels
+
+
+def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:
+    """Read one job's input: a plain JPEG's bytes, anything else decoded by Pillow."""
+    checked = check_target(job, options)
+    if checked is not None:
+        return checked
+    try:
+        if _plain_jpeg(job.source, options):
+            data = Path(job.source).read_bytes()
+            return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except Exception:  # not readable or not an image: Pillow's path says why, in its words
+        pass
+    return load_job(job, options, stdin=None)
+
+
+def _decode(items: list[Fetched], options: WriteOptions, device: torch.device) -> list[torch.Tensor | Loaded | JobResult]:
+    """(C, H, W) uint8 tensors on the device, EXIF orientation applied; a file torchvision refuses
+    goes through Pillow instead."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    mode = ImageReadMode.RGB if options.color else ImageReadMode.GRAY
+    try:
+        return list(decode_jpeg([item.data for item in items], mode=mode, device=device, apply_exif_orientation=True))
+    except RuntimeError:
+        decoded = []
+        for item in items:
+            try:
+                decoded.append(decode_jpeg(item.data, mode=mode, device=device, apply_exif_orientation=True))
+            except RuntimeError:
+                decoded.append(load_job(item.job, options, None))
+        return decoded
+
+
+def _groups(images: list[tuple[Job, torch.Tensor]]) -> list[list[tuple[Job, torch.Tensor]]]:
+    """Same-shape images together, each group at most BATCH_PIXELS."""
+    by_shape: dict[tuple, list] = {}
+    for job, image in images:
+        by_shape.setdefault(tuple(image.shape), []).append((job, image))
+    groups = []
+    for shape, members in by_shape.items():
+        size = max(1, BATCH_PIXELS // (shape[1] * shape[2]))
+        groups.extend(members[i:i + size] for i in range(0, len(members), size))
+    return groups
+
+
+class BatchRunner:
+    """Runs jobs through a `pipeline.Filter`, `batch` JPEGs at a time; see the module's text."""
+
+    def __init__(self, pipeline: Filter, options: WriteOptions, batch: int, record: Callable[[JobResult], None],
+                 stop: threading.Event):
+        self.pipeline, self.options, self.batch = pipeline, options, batch
+        self.record, self.stop = record, stop
+        self.device = pipeline.device
+        self.writes: deque[Future] = deque()
+        self.writer = ThreadPoolExecutor(options.workers, thread_name_prefix="convfilter-write")
+
+    def run(self, jobs: list[Job]) -> None:
+        reader = ThreadPoolExecutor(self.options.workers, thread_name_prefix="convfilter-read")
+        todo = deque(jobs)
+        reads: deque[Future] = deque()
+        try:
+            while todo or reads:
+                while todo and len(reads) < 2 * self.batch and not self.stop.is_set():
+                    reads.append(reader.submit(fetch, todo.popleft(), self.options))
+                if self.stop.is_set():
+                    break
+                chunk = [reads.popleft().result() for _ in range(min(self.batch, len(reads)))]
+                self._chunk(chunk)
+                self._collect(block=len(self.writes) > 2 * self.batch)
+            self._collect(block=True, everything=True)
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
+            self.writer.shutdown(wait=True)
+            self._collect(block=False, everything=True)
+
+    def _chunk(self, chunk: list[Fetched | Loaded | JobResult]) -> None:
+        fetched = [item for item in chunk if isinstance(item, Fetched)]
+        decoded = _decode(fetched, self.options, self.device) if fetched else []
+        tensors = []
+        for item, image in zip(fetched, decoded):
+            if isinstance(image, torch.Tensor):
+                tensors.append((item.job, image))
+            else:
+                chunk.append(image)  # decoded by Pillow, or failed there
+        for item in chunk:
+            if isinstance(item, JobResult):
+                self.record(item)
+            elif isinstance(item, Loaded):
+                self._filter_one(item)
+        for group in _groups(tensors):
+            self._filter_group(group)
+
+    def _filter_one(self, loaded: Loaded) -> None:
+        """One image decoded by Pillow: the per-file filter, on the same device."""
+        result = guarded(loaded.job, self.options, lambda: self.pipeline(loaded.image))
+        if isinstance(result, JobResult):
+            self.record(result)
+        else:
+            self._write(loaded.job, result)
+
+    def _filter_group(self, group: list[tuple[Job, torch.Tensor]]) -> None:
+        stacked = torch.stack([image for _, image in group])  # (N, C, H, W) uint8, on the device
+        try:
+            result = run_tensor(self.pipeline.model(255.0, stacked.shape[1]), stacked)
+        except Exception as error:  # e.g. too small for the kernel: the same for every image
+            for job, _ in group:
+                self.record(failure(job, self.options, error))
+            return
+        if result.shape[1] == 3 and all(job.format == "JPEG" for job, _ in group):
+            from torchvision.io import encode_jpeg
+
+            # On the device: nvjpeg on a GPU (which encodes 3 channels only), libjpeg on the CPU.
+            encoded = encode_jpeg(list(result), quality=self.options.encoding.quality)
+            for (job, _), data in zip(group, encoded):
+                self._submit(job, _write_bytes, data.cpu().numpy().tobytes(), job.target, self.options.overwrite)
+            return
+        planes = result.cpu().numpy()
+        for (job, _), image in zip(group, planes):
+            self._write(job, image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+
+    def _write(self, job: Job, image: np.ndarray) -> None:
+        if job.target is None:  # --show only is not taken by the batch path
+            return
+        self._submit(job, imageio.write_image, image, Path(job.target), job.format, self.options.encoding,
+                     self.options.overwrite)
+
+    def _submit(self, job: Job, write: Callable, *arguments) -> None:
+        future = self.writer.submit(_written, job, self.options, write, *arguments)
+        self.writes.append(future)
+
+    def _collect(self, block: bool, everything: bool = False) -> None:
+        """Record finished writes, in order; wait for the oldest when `block`."""
+        while self.writes and (self.writes[0].done() or block):
+            self.record(self.writes.popleft().result())
+            if not everything:
+                block = False
+
+
+def _written(job: Job, options: WriteOptions, write: Callable, *arguments) -> JobResult:
+    return guarded(job, options, lambda: write(*arguments) or JobResult(job, WRITTEN))
+
+
+def _write_bytes(data: bytes, target: str, overwrite: bool) -> None:
+    files.atomic_write(Path(target), lambda stream: stream.write(data), overwrite)
+
+
+def process(jobs: list[Job], pipeline: Filter, options: WriteOptions, batch: int, *,
+            on_result: Callable[[JobResult], None]) -> Summary:
+    """Every job through the batch path; like `process.process`, one result for each job (files
+    only: no standard input or output)."""
+    summary = Summary()
+    start = time.monotonic()
+    stop = threading.Event()
+
+    def record(result: JobResult) -> None:
+        summary.add(result)
+        on_result(result)
+        if result.status == FAILED and options.fail_fast:
+            stop.set()
+
+    try:
+        BatchRunner(pipeline, options, batch, record, stop).run(jobs)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.monotonic() - start
+    return summary
