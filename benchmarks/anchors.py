@@ -4,6 +4,10 @@
     python benchmarks/anchors.py opencv-area IN_DIR OUT_DIR       # imread gray, resize INTER_AREA /2
     python benchmarks/anchors.py pillow-kernel IN_DIR OUT_DIR     # ImageFilter.Kernel
     python benchmarks/anchors.py codec-floor IN_DIR OUT_DIR JOBS  # decode to luma + encode only
+    python benchmarks/anchors.py codec-torch IN_DIR OUT_DIR JOBS  # the same while torch imports
+
+`codec-torch` is the ceiling of any tool that must import torch: the codec floor, with
+`import torch` running in a thread beside it (as convfilter imports it), and no filtering at all.
 
 All read grayscale (a JPEG straight to its luma channel where the tool can), use the sharpen
 kernel and write JPEG quality 90, like the convfilter runs of bench.py.
@@ -67,6 +71,18 @@ def codec_floor(source: str, target: str, jobs: int) -> None:
         list(pool.map(one, files(source)))
 
 
+def codec_floor_importing_torch(source: str, target: str, jobs: int) -> None:
+    import os
+    import threading
+
+    importing = threading.Thread(target=lambda: __import__("torch"))
+    importing.start()
+    codec_floor(source, target, jobs)
+    importing.join()
+    sys.stdout.flush()
+    os._exit(0)  # as convfilter: no interpreter teardown once torch is loaded
+
+
 def main() -> None:
     tool, source, target, *rest = sys.argv[1:]
     if tool == "opencv-filter":
@@ -77,6 +93,8 @@ def main() -> None:
         pillow_kernel(source, target)
     elif tool == "codec-floor":
         codec_floor(source, target, int(rest[0]))
+    elif tool == "codec-torch":
+        codec_floor_importing_torch(source, target, int(rest[0]))
     else:
         raise SystemExit(f"unknown anchor {tool!r}")
 
