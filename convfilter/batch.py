@@ -117,12 +117,12 @@ class BatchRunner:
                     break
                 chunk = [reads.popleft().result() for _ in range(min(self.batch, len(reads)))]
                 self._chunk(chunk)
-                self._collect(block=len(self.writes) > 2 * self.batch)
-            self._collect(block=True, everything=True)
+                self._collect(keep=2 * self.batch)  # bounded memory: results waiting to be written
+            self._collect(keep=0)
         finally:
             reader.shutdown(wait=True, cancel_futures=True)
             self.writer.shutdown(wait=True)
-            self._collect(block=False, everything=True)
+            self._collect(keep=0)
 
     def _chunk(self, chunk: list[Fetched | Loaded | JobResult]) -> None:
         fetched = [item for item in chunk if isinstance(item, Fetched)]
@@ -179,12 +179,10 @@ class BatchRunner:
         future = self.writer.submit(_written, job, self.options, write, *arguments)
         self.writes.append(future)
 
-    def _collect(self, block: bool, everything: bool = False) -> None:
-        """Record finished writes, in order; wait for the oldest when `block`."""
-        while self.writes and (self.writes[0].done() or block):
+    def _collect(self, keep: int) -> None:
+        """Record finished writes, in order, waiting until at most `keep` are unfinished."""
+        while self.writes and (self.writes[0].done() or len(self.writes) > keep):
             self.record(self.writes.popleft().result())
-            if not everything:
-                block = False
 
 
 def _written(job: Job, options: WriteOptions, write: Callable, *arguments) -> JobResult:
