@@ -272,11 +272,11 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     batch_size = _batch_size(run, steps, jobs)
     pipeline.start(min(workers, len(jobs)) if batch_size is None else 1)
     if run.device == "cuda" or batch_size == 0:
-        pipeline.ready()  # "no CUDA device" is a usage error, before any file
-    if batch_size == 0:  # the default: batches when the pipeline is on a GPU
-        from convfilter.batch import DEFAULT_BATCH  # imports torch, which is there by now
+        built = pipeline.ready()  # "no CUDA device" is a usage error, before any file
+        if batch_size == 0:  # the default: batches when the pipeline is on a GPU
+            from convfilter.batch import DEFAULT_BATCH  # imports torch, which is there by now
 
-        batch_size = DEFAULT_BATCH if pipeline.ready().device.type == "cuda" else None
+            batch_size = DEFAULT_BATCH if built.device.type == "cuda" else None
     options = process.WriteOptions(
         encoding=imageio.Encoding(run.quality, run.png_compression),
         overwrite=run.overwrite,

@@ -122,21 +122,33 @@ def _colour_array(image: Image.Image) -> np.ndarray:
 _FAST_COPY = {"L": np.dtype(np.uint8), "I;16": np.dtype("<u2")}
 
 
-def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, object] | None:
-    """Before `load()` of an L or 16-bit grey image: a new array mapped as the image's pixel
-    memory, so that the decoder writes straight into it (a 3 MP JPEG: 4.7 ms instead of 8.3 ms
-    for decoding then copying). Returns (array, the mapped pixels); the array holds the image
-    only if `image.im` is still those pixels after loading (a plugin may allocate its own)."""
-    dtype = _FAST_COPY.get(image.mode)
-    if dtype is None or not image.width or not image.height or getattr(image, "_im", None) is not None:
+def _mapped_array(mode: str, size: tuple[int, int]) -> tuple[np.ndarray, Image.Image] | None:
+    """A new (H, W) array for an L or I;16 image, and a Pillow image whose pixel memory is that
+    array: what Pillow writes into the image lands in the array. None for any other mode, or a
+    Pillow that copies the buffer instead of mapping it."""
+    dtype = _FAST_COPY.get(mode)
+    if dtype is None or not size[0] or not size[1]:
         return None
-    array = np.empty((image.height, image.width), dtype)
+    array = np.empty((size[1], size[0]), dtype)
     try:
-        mapped = Image.frombuffer(image.mode, image.size, array, "raw", image.mode, 0, 1)
-    except (TypeError, ValueError):
+        mapped = Image.frombuffer(mode, size, array, "raw", mode, 0, 1)
+    except (AttributeError, TypeError, ValueError):
         return None
-    if not mapped.readonly:  # a copy, not mapped onto the array
+    return (array, mapped) if mapped.readonly else None  # readonly: mapped onto the array
+
+
+def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, object] | None:
+    """Before `load()` of an L or 16-bit grey image: give it a mapped array as its pixel memory,
+    so that the decoder writes straight into it (measured here: a 24 MP JPEG read in 26 ms
+    instead of 46 ms, a 3 MP one 4.75 instead of 5.0 ms). Returns (array, the mapped pixels);
+    the array holds the image only if `image.im` is still those pixels after loading (a plugin
+    may allocate its own, EXIF may turn it)."""
+    if getattr(image, "_im", None) is not None:
         return None
+    pixels = _mapped_array(image.mode, image.size)
+    if pixels is None:
+        return None
+    array, mapped = pixels
     image.im = mapped.im
     return array.astype(np.uint16, copy=False) if image.mode != "L" else array, mapped.im
 
@@ -147,17 +159,12 @@ def to_array(image: Image.Image) -> np.ndarray:
     faster than `np.array(image)`, which goes through `tobytes` (~4 ms for 3 MP). Any other mode,
     or a Pillow that does not map the buffer, takes `np.array`."""
     image.load()  # a lazily opened image has no pixels to paste yet
-    dtype = _FAST_COPY.get(image.mode)
-    if dtype is not None and image.width and image.height:
-        array = np.empty((image.height, image.width), dtype)
-        try:
-            target = Image.frombuffer(image.mode, image.size, array, "raw", image.mode, 0, 1)
-            if target.readonly:  # mapped onto `array`: pasting writes into it
-                target.im.paste(image.im, (0, 0, *image.size))
-                return array
-        except (AttributeError, TypeError, ValueError):
-            pass
-    return np.array(image)
+    pixels = _mapped_array(image.mode, image.size)
+    if pixels is None:
+        return np.array(image)
+    array, mapped = pixels
+    mapped.im.paste(image.im, (0, 0, *image.size))
+    return array
 
 
 def _gray_array(image: Image.Image) -> np.ndarray:
