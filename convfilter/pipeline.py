@@ -146,17 +146,19 @@ class Filter:
 
 
 # The working set of one band of the banded CPU path: small enough to stay in the CPU's cache.
-BAND_BYTES = 1 << 20  # 1 MB: measured best of 128 KB to 4 MB on the development machine
+# Measured best of 128 KB to 4 MB (shifted passes) and 1 to 16 MB (matrix products, whose bands
+# are taller so that the k - 1 rows each band shares with the next cost less) on the development machine.
+BAND_BYTES = {"mac": 1 << 20, "separable": 1 << 20, "matmul": 4 << 20}
 
 
 def _single_convolution(model: nn.Sequential) -> tuple[KernelConv2d, ValueRange] | None:
     """The (convolution, range) of a model that is one stride-1, pointwise-ranged convolution
-    computed by shifted passes; None for any other model."""
+    computed band by band (shifted passes or matrix products); None for any other model."""
     layers = [layer for layer in model if not isinstance(layer, RequireSize)]
     if len(layers) != 2 or not isinstance(layers[0], KernelConv2d) or not isinstance(layers[1], ValueRange):
         return None
     conv, value_range = layers
-    if conv.stride != (1, 1) or value_range.mode == "stretch" or conv.plan("cpu").method not in ("mac", "separable"):
+    if conv.stride != (1, 1) or value_range.mode == "stretch" or conv.plan("cpu").method not in BAND_BYTES:
         return None
     return conv, value_range
 
@@ -174,7 +176,8 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
     height, width = images.shape[-2:]
     extra = padded.shape[-2] - height
     result = np.empty(images.shape, images.dtype)
-    rows = max(1, BAND_BYTES // (4 * padded.shape[-1] * images.shape[0] * images.shape[1]))
+    row_bytes = 4 * padded.shape[-1] * images.shape[0] * images.shape[1]
+    rows = max(1, BAND_BYTES[conv.plan("cpu").method] // row_bytes)
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         band = conv.forward_padded(padded[..., top: bottom + extra, :].float())

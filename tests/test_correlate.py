@@ -36,7 +36,7 @@ def image(camera) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("method", ["mac", "fft", "conv2d"])
+@pytest.mark.parametrize("method", ["mac", "fft", "conv2d"])  # matmul: rank-1 kernels only, below
 @pytest.mark.parametrize("stride", [1, 3])
 def test_methods_match_scipy_on_any_kernel(image, shape, method, stride):
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
@@ -49,14 +49,15 @@ def test_methods_match_scipy_on_any_kernel(image, shape, method, stride):
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if min(s) > 1], ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("stride", [1, 2])
-def test_separable_matches_scipy_on_rank_one_kernels(image, shape, stride):
+@pytest.mark.parametrize("method", ["separable", "matmul"])
+def test_separable_matches_scipy_on_rank_one_kernels(image, shape, stride, method):
     rng = np.random.default_rng(shape[0] + shape[1])
     kernel = np.outer(rng.normal(size=shape[0]), rng.normal(size=shape[1])) / np.prod(shape)
     plan = correlate.plan(kernel)
     assert plan.column and plan.row, "a rank-1 kernel is found separable"
     with torch.inference_mode():
         out = correlate.correlate(torch.from_numpy(image)[None, None], torch.from_numpy(kernel).float(),
-                                  with_method(plan, "separable"), stride)
+                                  with_method(plan, method), stride)
     np.testing.assert_allclose(out[0, 0].numpy(), valid_reference(image, kernel, stride), rtol=0, atol=0.02)
 
 
@@ -81,13 +82,29 @@ def test_method_choice_for_the_library(name, method):
     assert correlate.plan(np.array(kernels.resolve(name).weights())).method == method
 
 
-def test_large_kernels_go_to_fft_unless_separable():
+def test_large_kernels_go_to_fft_unless_rank_one():
     rng = np.random.default_rng(1)
     assert correlate.plan(rng.normal(size=(31, 31))).method == "fft"
     gaussian = np.outer(*[np.exp(-np.linspace(-3, 3, 31) ** 2)] * 2)
-    assert correlate.plan(gaussian).method == "fft" if 62 > correlate.FFT_TAPS_CPU else "separable"
+    assert correlate.plan(gaussian).method == "matmul"
+    assert correlate.plan(gaussian[:, :5]).method == "matmul"  # 31 taps down, 5 across
+    assert correlate.plan(gaussian[:9, :9]).method == "separable"
     assert correlate.plan(rng.normal(size=(31, 31)), "cuda").method == "fft"
     assert correlate.plan(rng.normal(size=(3, 3)), "cuda").method == "conv2d"
+
+
+def test_rank_one_up_to_float32_storage_but_not_beyond():
+    """A Gaussian as a layer stores it (float32) is rank 1 only to ~1e-7: still separable. A kernel
+    further from rank 1 than RANK1_TOLERANCE is not, and the plan keeps every tap."""
+    g = np.exp(-((np.arange(31) - 15) ** 2) / 50.0)
+    stored = np.outer(g, g).astype(np.float32).astype(np.float64)
+    stored /= stored.sum()
+    singular = np.linalg.svd(stored, compute_uv=False)
+    assert singular[1] > 1e-9 * singular[0]  # not rank 1 to float64 precision
+    assert correlate.plan(stored).method == "matmul"
+    noisy = stored + np.random.default_rng(2).normal(size=stored.shape) * 1e-5 * stored.max()
+    assert np.abs(noisy - stored).sum() > correlate.RANK1_TOLERANCE * np.abs(noisy).sum()
+    assert correlate.plan(noisy).method == "fft"
 
 
 @pytest.mark.parametrize("n, expected", [(1, 1), (7, 8), (97, 100), (1081, 1125), (1500, 1500), (2049, 2160)])

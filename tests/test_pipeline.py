@@ -106,6 +106,29 @@ def test_random_kernels_of_any_shape_match_scipy_and_opencv(camera, border, shap
     assert max_diff(ours, opencv_filter(image, weights, border)) <= 1
 
 
+def _gaussian(size: int, sigma: float) -> np.ndarray:
+    g = np.exp(-((np.arange(size) - (size - 1) / 2) ** 2) / (2 * sigma * sigma))
+    return np.outer(g, g) / np.outer(g, g).sum()
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
+@pytest.mark.parametrize("weights", [_gaussian(31, 5.0), _gaussian(63, 10.0), np.ones((15, 41)) / 615,
+                                     np.outer(np.arange(1, 12) - 6.0, np.ones(13)) / 100],
+                         ids=["gaussian31", "gaussian63", "box15x41", "ramp11x13"])
+def test_large_rank_one_kernels_by_matrix_products_match_opencv_and_scipy(camera, border, weights):
+    """Large separable kernels (as written in a kernel file: 10 significant digits, stored as
+    float32) take the matrix-product method, on a photo, 8-bit and 16-bit."""
+    spec = ";".join(",".join(f"{v:.10g}" for v in row) for row in weights)
+    model = pipeline.build(conv_steps([spec], border=border))
+    assert pipeline._single_convolution(model)[0].plan("cpu").method == "matmul"
+    image = camera[:180, :250]
+    ours = apply(image, [spec], border)
+    assert max_diff(ours, opencv_filter(image, weights, border)) <= 1
+    assert max_diff(ours, scipy_filter(image, weights, border)) <= 1
+    deep = image.astype(np.uint16) * 257 + np.arange(image.shape[1], dtype=np.uint16)
+    assert max_diff(apply(deep, [spec], border), scipy_filter(deep, weights, border)) <= 1
+
+
 def test_sixteen_bit_stays_sixteen_bit_and_matches_scipy(camera):
     image = camera.astype(np.uint16) * 257 + np.arange(camera.shape[1], dtype=np.uint16)
     out = apply(image, ["sharpen"])
@@ -255,17 +278,29 @@ def test_layers_are_frozen_conv2d_modules():
     assert not model.training
 
 
+# A rank-1 11x11 integer kernel: computed by matrix products (correlate.matmul), and exact in
+# float32 whatever the order of the sums, so a band edge cannot change a single value.
+_FACTOR = (1, 0, -2, 0, 1, 0, 3, 0, 0, -1, 1)
+MATMUL_SPEC = ";".join(",".join(str(a * b) for b in _FACTOR) for a in _FACTOR)
+
+
 @pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
-@pytest.mark.parametrize("spec", ["sharpen", "gaussian5", "1,2;3,-4", "motion-blur"])
-def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border, spec):
-    """The single-convolution fast path works band by band; with 3-row bands every band edge is
-    exercised, and the result must be identical to running the layers on the whole image."""
+@pytest.mark.parametrize("spec", ["sharpen", "gaussian5", "1,2;3,-4", "motion-blur", MATMUL_SPEC],
+                         ids=["sharpen", "gaussian5", "2x2", "motion-blur", "rank1-11x11"])
+@pytest.mark.parametrize("band_rows", [3, 20])
+def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border, spec, band_rows):
+    """The single-convolution fast path works band by band; with 3- and 20-row bands every band edge
+    (and a partial block of the matrix products) is exercised, and the result must be identical to
+    running the layers on the whole image."""
     image = camera[:61, :83]
     steps = conv_steps([spec], border=border)
     model = pipeline.build(steps)
-    assert pipeline._single_convolution(model) is not None
+    single = pipeline._single_convolution(model)
+    assert single is not None
+    assert (single[0].plan("cpu").method == "matmul") == (spec == MATMUL_SPEC)
     whole = model.float()
     with torch.inference_mode():
         expected = whole(torch.from_numpy(image.astype(np.float32))[None, None]).round_()[0, 0].numpy()
-    monkeypatch.setattr(pipeline, "BAND_BYTES", 4 * 90 * 3)
+    row_bytes = 4 * (83 + len(steps[0].weights[0]) - 1)
+    monkeypatch.setattr(pipeline, "BAND_BYTES", {method: row_bytes * band_rows for method in pipeline.BAND_BYTES})
     assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], expected.astype(np.uint8))
