@@ -10,7 +10,7 @@ prints a Markdown report for benchmarks/RESULTS.md and exits 1 without a GPU).
    samples), grayscale and --color: images/s from convfilter's own --json "seconds" (first file
    read to last file written; import and CUDA start-up excluded), and the whole process.
 3. A 31x31 Gaussian on a batch of FRAMES 1080p frames on the GPU: frames/s for each method
-   (conv2d, separable, FFT; the one `correlate.plan` picks is marked), exact against the CPU.
+   (conv2d, separable, matmul, FFT; the one `correlate.plan` picks is marked), exact against the CPU.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def frames_per_second(frames: int, kernel_file: Path, device: str) -> list[str]:
     expected = run_tensor(reference, x[:2].cpu())
     chosen = conv.plan(device).method
     rows = []
-    for method in ("conv2d", "separable", "fft"):
+    for method in ("conv2d", "separable", "matmul", "fft"):
         plan = dataclasses.replace(conv.plan(device), method=method)
-        if method == "separable" and not plan.column:
+        if method in ("separable", "matmul") and not plan.column:
             continue
         conv._plan, conv._plan_key = plan, (device, conv.weight._version)
         result = run_tensor(model, x)  # warm-up (cuDNN / cuFFT plans)
