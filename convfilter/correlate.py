@@ -116,7 +116,8 @@ def mac(x: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
     if not plan.taps:
         return x.new_zeros(*x.shape[:-2], rows, cols)
     views = [_window(x, i, j, rows, cols, stride, stride) for i, j, _ in plan.taps]
-    return _accumulate(views, [w for _, _, w in plan.taps])
+    weights = [w if x.is_floating_point() else int(w) for _, _, w in plan.taps]  # integer weights stay integer
+    return _accumulate(views, weights)
 
 
 def separable(x: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:

@@ -73,9 +73,27 @@ class KernelConv2d(nn.Conv2d):
         return self.forward_padded(x)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """The valid correlation (plus bias) of an input that is already padded."""
+        """The valid correlation (plus bias) of an input that is already padded: float32, or the
+        integer type `integer_dtype` allows."""
         out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0])
-        return out.add_(self.bias[0]) if self.bias is not None and self._has_bias() else out
+        if self.bias is None or not self._has_bias():
+            return out
+        return out.add_(self.bias[0] if x.is_floating_point() else int(self.bias[0]))
+
+    def integer_dtype(self, max_value: float) -> torch.dtype | None:
+        """An integer type in which this layer gives exactly its float32 values on inputs of
+        0..max_value: integer weights and bias, shifted passes (`mac`), and every sum below 2**24
+        (where float32 is exact too); int16 where the sums fit in it. None otherwise. On the CPU
+        int16 moves half the bytes of float32 (3 MP sharpen, one thread: 2.2 against 4.3 ms)."""
+        plan = self.plan("cpu")
+        bias = float(self.bias.detach()[0]) if self.bias is not None else 0.0
+        weights = [weight for *_, weight in plan.taps]
+        if plan.method != "mac" or not all(float(v).is_integer() for v in [*weights, bias]):
+            return None
+        bound = sum(abs(v) for v in weights) * max_value + abs(bias)
+        if bound < 2 ** 15:
+            return torch.int16
+        return torch.int32 if bound < 2 ** 24 else None
 
     def _has_bias(self) -> bool:
         """Whether the bias is non-zero (a pass over the image saved when it is zero)."""
@@ -98,7 +116,8 @@ class ValueRange(nn.Module):
             stretched = (x - low) * (self.max_value / span.clamp_min(1e-30))
             x = torch.where(span > 0, stretched, x)  # a constant image stays as it is
         if torch.is_inference_mode_enabled():
-            return (x.abs_() if self.mode == "abs" else x).clamp_(0.0, self.max_value)
+            top = self.max_value if x.is_floating_point() else int(self.max_value)  # integer passes
+            return (x.abs_() if self.mode == "abs" else x).clamp_(0, top)
         return (x.abs() if self.mode == "abs" else x).clamp(0.0, self.max_value)
 
 

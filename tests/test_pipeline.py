@@ -304,3 +304,25 @@ def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border
     row_bytes = 4 * (83 + len(steps[0].weights[0]) - 1)
     monkeypatch.setattr(pipeline, "BAND_BYTES", {method: row_bytes * band_rows for method in pipeline.BAND_BYTES})
     assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["8-bit", "16-bit"])
+@pytest.mark.parametrize("value_range", ["clip", "abs"])
+@pytest.mark.parametrize("bias", [0.0, 3.0, 0.5])
+@pytest.mark.parametrize(
+    "spec, dtype_8, dtype_16",
+    [("sharpen", torch.int16, torch.int32), ("1,2;3,-4", torch.int16, torch.int32),
+     ("300,0,0;0,0,0;0,0,-300", torch.int32, None), ("0.5,0.5", None, None)],
+    ids=["sharpen", "2x2", "large-integers", "halves"],
+)
+def test_integer_bands_give_exactly_the_float_values(camera, deep, value_range, bias, spec, dtype_8, dtype_16):
+    """Integer weights and bias with sums that fit: the banded path works in int16/int32 and must
+    give exactly what the float32 layers give on the whole image; otherwise it stays float32."""
+    image = camera[:70, :90].astype(np.uint16) * 257 + 3 if deep else camera[:70, :90]
+    model = pipeline.build(conv_steps([spec], bias=bias, range=value_range), 65535.0 if deep else 255.0)
+    conv = pipeline._single_convolution(model)[0]
+    expected_dtype = (dtype_16 if deep else dtype_8) if bias != 0.5 else None
+    assert conv.integer_dtype(65535.0 if deep else 255.0) == expected_dtype
+    with torch.inference_mode():
+        whole = model(torch.from_numpy(image.astype(np.float32))[None, None]).round_()[0, 0].numpy()
+    assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], whole.astype(image.dtype))
