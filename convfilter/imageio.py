@@ -54,12 +54,14 @@ def read_image(
         if not source:
             raise InputError("empty input (no bytes)")
         stream: BinaryIO | Path = io.BytesIO(source)
+        size = len(source)
     else:
         stream = Path(source)
         try:
             if stream.is_dir():
                 raise InputError("is a directory, not an image file")
-            if stream.stat().st_size == 0:
+            size = stream.stat().st_size
+            if size == 0:
                 raise InputError("empty file")
         except FileNotFoundError:
             raise InputError("no such file") from None
@@ -74,6 +76,9 @@ def read_image(
                 )
             if image.format == "JPEG" and image.mode in ("RGB", "YCbCr") and not color:
                 image.draft("L", image.size)  # decode the luma channel only
+            # the whole file in one read and one call of the decoder (Pillow's default is 64 KB
+            # blocks): each block takes the GIL back, which costs up to 5 ms while torch imports
+            image.decodermaxblock = max(image.decodermaxblock, size)
             pixels = _decode_into_array(image)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
