@@ -101,23 +101,23 @@ def output_size(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
-def _accumulate(views, weights) -> torch.Tensor:
-    """sum(weight * view), in place into the first product."""
+def _accumulate(views, weights, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sum(weight * view), in place into the first product (into `out` if given)."""
     (first, *others), (w0, *rest) = views, weights
-    out = torch.mul(first, w0)
+    out = torch.mul(first, w0, out=out)
     for view, w in zip(others, rest):
         out.add_(view, alpha=w)
     return out
 
 
-def mac(x: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
+def mac(x: torch.Tensor, plan: Plan, stride: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over the non-zero weights of weight x (the input shifted by its position)."""
     rows, cols = output_size(x.shape[-2], plan.height, stride), output_size(x.shape[-1], plan.width, stride)
     if not plan.taps:
         return x.new_zeros(*x.shape[:-2], rows, cols)
     views = [_window(x, i, j, rows, cols, stride, stride) for i, j, _ in plan.taps]
     weights = [w if x.is_floating_point() else int(w) for _, _, w in plan.taps]  # integer weights stay integer
-    return _accumulate(views, weights)
+    return _accumulate(views, weights, out)
 
 
 def separable(x: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
@@ -214,10 +214,12 @@ def fft(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1) -> torch.Tensor:
     return out.to(x.dtype).contiguous()
 
 
-def correlate(x: torch.Tensor, kernel: torch.Tensor, plan: Plan, stride: int = 1) -> torch.Tensor:
-    """Valid cross-correlation of a padded (N, C, H, W) tensor with one 2-D kernel, by `plan`."""
+def correlate(x: torch.Tensor, kernel: torch.Tensor, plan: Plan, stride: int = 1,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """Valid cross-correlation of a padded (N, C, H, W) tensor with one 2-D kernel, by `plan`.
+    `mac` writes into `out` when it is given (a reused buffer); the other methods allocate."""
     if plan.method == "mac":
-        return mac(x, plan, stride)
+        return mac(x, plan, stride, out)
     if plan.method == "separable":
         return separable(x, plan, stride)
     if plan.method == "matmul":

@@ -72,10 +72,10 @@ class KernelConv2d(nn.Conv2d):
             x = borders.pad(x, *self.padding_lrtb, self.border)
         return self.forward_padded(x)
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """The valid correlation (plus bias) of an input that is already padded: float32, or the
-        integer type `integer_dtype` allows."""
-        out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0])
+        integer type `integer_dtype` allows; written into `out` where the method can."""
+        out = correlate.correlate(x, self.weight[0, 0], self.plan(x.device.type), self.stride[0], out)
         if self.bias is None or not self._has_bias():
             return out
         return out.add_(self.bias[0] if x.is_floating_point() else int(self.bias[0]))

@@ -165,6 +165,20 @@ def _single_convolution(model: nn.Sequential) -> tuple[KernelConv2d, ValueRange]
     return conv, value_range
 
 
+_buffers = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A tensor of this shape from a buffer each thread keeps between bands and images: a new 2 MB
+    tensor for every band costs fresh pages from the kernel (3 MP sharpen, one thread: 382 against
+    563 images/s reusing the memory)."""
+    kept = _buffers.__dict__.setdefault(name, {})
+    size = int(np.prod(shape))
+    if dtype not in kept or kept[dtype].numel() < size:
+        kept[dtype] = torch.empty(size, dtype=dtype)
+    return kept[dtype][:size].view(shape)
+
+
 def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, value_range: ValueRange) -> np.ndarray:
     """One convolution on the CPU, band by band: the integer image is padded once, then each band
     of rows goes integer -> float -> correlation -> range -> rounded integer while it is in the
@@ -182,9 +196,12 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
     row_bytes = 4 * padded.shape[-1] * images.shape[0] * images.shape[1]
     rows = max(1, BAND_BYTES[conv.plan("cpu").method] // row_bytes)
     dtype = conv.integer_dtype(float(np.iinfo(images.dtype).max)) or torch.float32
+    band_in = _buffer("in", (*padded.shape[:2], rows + extra, padded.shape[-1]), dtype)
+    band_out = _buffer("out", (*images.shape[:2], rows, width), dtype)
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
-        band = value_range(conv.forward_padded(padded[..., top: bottom + extra, :].to(dtype)))
+        band = band_in[..., : bottom - top + extra, :].copy_(padded[..., top: bottom + extra, :])
+        band = value_range(conv.forward_padded(band, band_out[..., : bottom - top, :]))
         result[..., top:bottom, :] = (band.round_() if dtype.is_floating_point else band).numpy()  # numpy's cast: ~3x torch's
     return result
 

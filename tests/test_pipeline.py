@@ -288,22 +288,24 @@ MATMUL_SPEC = ";".join(",".join(str(a * b) for b in _FACTOR) for a in _FACTOR)
 @pytest.mark.parametrize("spec", ["sharpen", "gaussian5", "1,2;3,-4", "motion-blur", MATMUL_SPEC],
                          ids=["sharpen", "gaussian5", "2x2", "motion-blur", "rank1-11x11"])
 @pytest.mark.parametrize("band_rows", [3, 20])
-def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border, spec, band_rows):
-    """The single-convolution fast path works band by band; with 3- and 20-row bands every band edge
-    (and a partial block of the matrix products) is exercised, and the result must be identical to
-    running the layers on the whole image."""
-    image = camera[:61, :83]
+@pytest.mark.parametrize("channels", [1, 3])
+def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border, spec, band_rows, channels):
+    """The single-convolution fast path works band by band, in buffers each thread reuses; with 3-
+    and 20-row bands every band edge (and a partial block of the matrix products) is exercised, and
+    the result must be identical to running the layers on the whole image."""
+    image = np.stack([camera[:61, :83], camera[1:62, 3:86], 255 - camera[:61, :83]])[:channels]
     steps = conv_steps([spec], border=border)
-    model = pipeline.build(steps)
+    model = pipeline.build(steps, channels=channels)
     single = pipeline._single_convolution(model)
     assert single is not None
     assert (single[0].plan("cpu").method == "matmul") == (spec == MATMUL_SPEC)
     whole = model.float()
     with torch.inference_mode():
-        expected = whole(torch.from_numpy(image.astype(np.float32))[None, None]).round_()[0, 0].numpy()
-    row_bytes = 4 * (83 + len(steps[0].weights[0]) - 1)
+        expected = whole(torch.from_numpy(image.astype(np.float32))[None]).round_()[0].numpy()
+    row_bytes = 4 * (83 + len(steps[0].weights[0]) - 1) * channels
     monkeypatch.setattr(pipeline, "BAND_BYTES", {method: row_bytes * band_rows for method in pipeline.BAND_BYTES})
-    assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], expected.astype(np.uint8))
+    assert np.array_equal(pipeline.run(model, image[None])[0], expected.astype(np.uint8))
+    assert np.array_equal(pipeline.run(model, image[None])[0], expected.astype(np.uint8))  # reused buffers
 
 
 @pytest.mark.parametrize("deep", [False, True], ids=["8-bit", "16-bit"])
