@@ -5,9 +5,12 @@
     python benchmarks/anchors.py pillow-kernel IN_DIR OUT_DIR     # ImageFilter.Kernel
     python benchmarks/anchors.py codec-floor IN_DIR OUT_DIR JOBS  # decode to luma + encode only
     python benchmarks/anchors.py codec-torch IN_DIR OUT_DIR JOBS  # the same while torch imports
+    python benchmarks/anchors.py codec-torch-half IN_DIR OUT_DIR JOBS  # ... writing half the size
 
 `codec-torch` is the ceiling of any tool that must import torch: the codec floor, with
 `import torch` running in a thread beside it (as convfilter imports it), and no filtering at all.
+`codec-torch-half` is the same ceiling for 2x2 pooling: it writes every other pixel of every
+other row (nearest neighbour, no arithmetic), half the width and height.
 
 All read grayscale (a JPEG straight to its luma channel where the tool can), use the sharpen
 kernel and write JPEG quality 90, like the convfilter runs of bench.py.
@@ -56,13 +59,15 @@ def pillow_kernel(source: str, target: str) -> None:
         result.save(out, quality=QUALITY)
 
 
-def codec_floor(source: str, target: str, jobs: int) -> None:
+def codec_floor(source: str, target: str, jobs: int, half: bool = False) -> None:
     from PIL import Image
 
     def one(path: Path) -> None:
         with Image.open(path) as image:
             image.draft("L", image.size)
             image = image.convert("L")
+        if half:
+            image = image.resize((image.width // 2, image.height // 2), Image.Resampling.NEAREST)
         out = Path(target) / path.relative_to(source)
         out.parent.mkdir(parents=True, exist_ok=True)
         image.save(out, quality=QUALITY)
@@ -71,13 +76,13 @@ def codec_floor(source: str, target: str, jobs: int) -> None:
         list(pool.map(one, files(source)))
 
 
-def codec_floor_importing_torch(source: str, target: str, jobs: int) -> None:
+def codec_floor_importing_torch(source: str, target: str, jobs: int, half: bool = False) -> None:
     import os
     import threading
 
     importing = threading.Thread(target=lambda: __import__("torch"))
     importing.start()
-    codec_floor(source, target, jobs)
+    codec_floor(source, target, jobs, half)
     importing.join()
     sys.stdout.flush()
     os._exit(0)  # as convfilter: no interpreter teardown once torch is loaded
@@ -95,6 +100,8 @@ def main() -> None:
         codec_floor(source, target, int(rest[0]))
     elif tool == "codec-torch":
         codec_floor_importing_torch(source, target, int(rest[0]))
+    elif tool == "codec-torch-half":
+        codec_floor_importing_torch(source, target, int(rest[0]), half=True)
     else:
         raise SystemExit(f"unknown anchor {tool!r}")
 

@@ -107,6 +107,8 @@ def run(work: Path, rounds: int, count: int) -> None:
         "convfilter pool --size 2 (default jobs)": [CONVFILTER, "pool", str(photos), "-r", "--size", "2",
                                                     "-o", "{out}", "--quality", QUALITY, "-q"],
         "OpenCV resize INTER_AREA script": [*ANCHORS, "opencv-area", str(photos), "{out}"],
+        f"codec floor at half size while importing torch, {CORES} threads": [*ANCHORS, "codec-torch-half", str(photos),
+                                                                             "{out}", str(CORES)],
     }
     if mogrify:
         batch["ImageMagick mogrify -morphology Convolve"] = [
