@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convfilter import borders
+from convfilter import borders, pooling
 from convfilter.errors import UsageError
 from convfilter.layers import (
     AdaptiveMinPool2d, AvgPool2d, KernelConv2d, MaxPool2d, MinPool2d, RequireSize, StochasticPool2d, Upsample2d,
@@ -206,6 +206,47 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
     return result
 
 
+_POOL_MODES = {AvgPool2d: "avg", MaxPool2d: "max", MinPool2d: "min"}
+
+
+def _single_pool(model: nn.Sequential, height: int, width: int) -> nn.Module | None:
+    """The layer of a model that is one avg/max/min pooling over whole windows; None otherwise."""
+    layers = [layer for layer in model if not isinstance(layer, RequireSize)]
+    if len(layers) != 1 or type(layers[0]) not in _POOL_MODES:
+        return None
+    pool = layers[0]
+    if pool.ceil_mode and pooling.has_partial_windows(height, width, pool.kernel_size, pool.stride):
+        return None
+    return pool
+
+
+def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) -> np.ndarray:
+    """One pooling layer on the CPU, band by band, on the integers themselves: max and min on the
+    image's values, avg as an integer sum (int16 or int32, exact) then one float32 division and
+    rounding: exactly the values of the float32 layer, without a float copy of the image."""
+    source = torch.from_numpy(np.require(images, requirements=["W"]))  # (N, C, H, W), shared
+    for layer in model:
+        if isinstance(layer, RequireSize):
+            layer(source)
+    size, stride, mode = pool.kernel_size, pool.stride, _POOL_MODES[type(pool)]
+    height, width = images.shape[-2:]
+    rows, cols = pooling.output_size(height, size, stride), pooling.output_size(width, size, stride)
+    result = np.empty((*images.shape[:2], rows, cols), images.dtype)
+    bound = size * size * float(np.iinfo(images.dtype).max)
+    dtype = torch.int16 if bound < 2 ** 15 else torch.int32 if bound < 2 ** 24 else torch.float32
+    row_bytes = 4 * width * images.shape[0] * images.shape[1] * stride  # input bytes of one output row
+    band = max(1, BAND_BYTES["mac"] // row_bytes)
+    for top in range(0, rows, band):
+        bottom = min(rows, top + band)
+        x = source[..., top * stride: (bottom - 1) * stride + size, :]
+        if mode == "avg":
+            x = pooling.whole_windows(x.to(dtype), size, stride, "sum").float().div_(size * size).round_()
+        else:  # torch has no maximum for uint16 on the CPU
+            x = pooling.whole_windows(x if x.dtype == torch.uint8 else x.to(torch.int32), size, stride, mode)
+        result[..., top:bottom, :] = x.numpy()
+    return result
+
+
 def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
     """(N, C, H, W) integer images -> (N, C, H', W') of the same dtype, rounded to nearest and clamped."""
     max_value = float(np.iinfo(images.dtype).max)
@@ -214,6 +255,10 @@ def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu"
         if single is not None:
             with torch.inference_mode():
                 return _run_banded(model, images, *single)
+        pool = _single_pool(model, *images.shape[-2:])
+        if pool is not None:
+            with torch.inference_mode():
+                return _run_pool_banded(model, images, pool)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
     with torch.inference_mode():
         y = model(x).round_().clamp_(0.0, max_value)

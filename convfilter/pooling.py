@@ -11,13 +11,15 @@ from convfilter.correlate import output_size
 
 _COMBINE = {
     "avg": lambda acc, view: acc.add_(view),
+    "sum": lambda acc, view: acc.add_(view),
     "max": lambda acc, view: torch.maximum(acc, view, out=acc),
     "min": lambda acc, view: torch.minimum(acc, view, out=acc),
 }
 
 
 def whole_windows(x: torch.Tensor, size: int, stride: int, mode: str) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, H', W') over the windows that lie inside the image (no ceil mode)."""
+    """(N, C, H, W) -> (N, C, H', W') over the windows that lie inside the image (no ceil mode).
+    `mode` is avg, max, min, or sum (the avg before its division: integer inputs stay integer)."""
     rows, cols = output_size(x.shape[-2], size, stride), output_size(x.shape[-1], size, stride)
     combine = _COMBINE[mode]
     across = x[..., :, 0: (cols - 1) * stride + 1: stride].clone()

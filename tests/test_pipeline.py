@@ -328,3 +328,28 @@ def test_integer_bands_give_exactly_the_float_values(camera, deep, value_range, 
     with torch.inference_mode():
         whole = model(torch.from_numpy(image.astype(np.float32))[None, None]).round_()[0, 0].numpy()
     assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], whole.astype(image.dtype))
+
+
+@pytest.mark.parametrize("mode", ["avg", "max", "min"])
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (4, 4), (5, 3)])
+@pytest.mark.parametrize("deep", [False, True], ids=["8-bit", "16-bit"])
+@pytest.mark.parametrize("band_rows", [1, 7])
+def test_banded_integer_pooling_equals_the_float_layer(camera, monkeypatch, mode, size, stride, deep, band_rows):
+    """A single pooling layer runs band by band on the integers (avg: an exact integer sum, then one
+    float32 division): every value must equal the float32 layer's on the whole image, for
+    overlapping windows, 16-bit values and 3 channels, with bands of 1 and 7 output rows."""
+    planes = np.stack([camera[:67, :91], camera[2:69, 5:96], 255 - camera[:67, :91]])
+    image = planes.astype(np.uint16) * 257 + np.arange(91, dtype=np.uint16) if deep else planes
+    model = pipeline.build([pool_step(size=size, stride=stride, mode=mode)], channels=3)
+    assert pipeline._single_pool(model, 67, 91) is not None
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(image.astype(np.float32))[None]).round_()[0].numpy()
+    monkeypatch.setattr(pipeline, "BAND_BYTES", {**pipeline.BAND_BYTES, "mac": 4 * 91 * 3 * stride * band_rows})
+    assert np.array_equal(pipeline.run(model, image[None])[0], expected.astype(image.dtype))
+
+
+def test_pooling_with_partial_windows_is_not_banded():
+    model = pipeline.build([pool_step(size=2, mode="avg", ceil=True)])
+    assert pipeline._single_pool(model, 10, 10) is not None
+    assert pipeline._single_pool(model, 11, 10) is None  # ceil mode adds a partial window: torch's layer
+    assert pipeline._single_pool(pipeline.build([pool_step(size=2, mode="stochastic", seed=1)]), 10, 10) is None
