@@ -179,16 +179,22 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tens
     return kept[dtype][:size].view(shape)
 
 
+def _checked_source(model: nn.Sequential, images: np.ndarray) -> torch.Tensor:
+    """The (N, C, H, W) images as a tensor sharing their memory, once the model's size checks pass."""
+    source = torch.from_numpy(np.require(images, requirements=["W"]))
+    for layer in model:
+        if isinstance(layer, RequireSize):
+            layer(source)
+    return source
+
+
 def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, value_range: ValueRange) -> np.ndarray:
     """One convolution on the CPU, band by band: the integer image is padded once, then each band
     of rows goes integer -> float -> correlation -> range -> rounded integer while it is in the
     cache. The same layers and the same values as the whole-image path, a fraction of the memory
     traffic (a 3 MP image: several times faster). Where the layer allows it (integer weights,
     sums that fit), the bands are int16 or int32 instead of float32: the same values, exactly."""
-    source = torch.from_numpy(np.require(images, requirements=["W"]))  # (N, C, H, W), shared
-    for layer in model:
-        if isinstance(layer, RequireSize):
-            layer(source)
+    source = _checked_source(model, images)
     padded = borders.pad(source, *conv.padding_lrtb, conv.border)
     height, width = images.shape[-2:]
     extra = padded.shape[-2] - height
@@ -224,10 +230,7 @@ def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) 
     """One pooling layer on the CPU, band by band, on the integers themselves: max and min on the
     image's values, avg as an integer sum (int16 or int32, exact) then one float32 division and
     rounding: exactly the values of the float32 layer, without a float copy of the image."""
-    source = torch.from_numpy(np.require(images, requirements=["W"]))  # (N, C, H, W), shared
-    for layer in model:
-        if isinstance(layer, RequireSize):
-            layer(source)
+    source = _checked_source(model, images)
     size, stride, mode = pool.kernel_size, pool.stride, _POOL_MODES[type(pool)]
     height, width = images.shape[-2:]
     rows, cols = pooling.output_size(height, size, stride), pooling.output_size(width, size, stride)
