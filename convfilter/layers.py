@@ -65,7 +65,7 @@ class KernelConv2d(nn.Conv2d):
         return self._plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if exporting() or (torch.is_grad_enabled() and self.weight.requires_grad):
+        if exporting() or (torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)):
             # torch's own convolution: exportable, and differentiable
             return super().forward(F.pad(x, self.padding_lrtb, mode=PAD_MODES[self.border]))
         if any(self.padding_lrtb):
@@ -90,7 +90,7 @@ class KernelConv2d(nn.Conv2d):
         weights = [weight for *_, weight in plan.taps]
         if plan.method != "mac" or not all(float(v).is_integer() for v in [*weights, bias]):
             return None
-        bound = sum(abs(v) for v in weights) * max_value + abs(bias)
+        bound = max(1.0, sum(abs(v) for v in weights)) * max_value + abs(bias)  # the inputs fit too
         if bound < 2 ** 15:
             return torch.int16
         return torch.int32 if bound < 2 ** 24 else None

@@ -180,7 +180,10 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tens
 
 
 def _checked_source(model: nn.Sequential, images: np.ndarray) -> torch.Tensor:
-    """The (N, C, H, W) images as a tensor sharing their memory, once the model's size checks pass."""
+    """The (N, C, H, W) images as a tensor sharing their memory, once the model's size checks pass
+    (a copy if they are read-only or run backwards: torch takes no negative strides)."""
+    if any(step < 0 for step in images.strides):
+        images = np.ascontiguousarray(images)
     source = torch.from_numpy(np.require(images, requirements=["W"]))
     for layer in model:
         if isinstance(layer, RequireSize):

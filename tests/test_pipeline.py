@@ -314,8 +314,8 @@ def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border
 @pytest.mark.parametrize(
     "spec, dtype_8, dtype_16",
     [("sharpen", torch.int16, torch.int32), ("1,2;3,-4", torch.int16, torch.int32),
-     ("300,0,0;0,0,0;0,0,-300", torch.int32, None), ("0.5,0.5", None, None)],
-    ids=["sharpen", "2x2", "large-integers", "halves"],
+     ("300,0,0;0,0,0;0,0,-300", torch.int32, None), ("0.5,0.5", None, None), ("0,0;0,0", torch.int16, torch.int32)],
+    ids=["sharpen", "2x2", "large-integers", "halves", "zeros"],
 )
 def test_integer_bands_give_exactly_the_float_values(camera, deep, value_range, bias, spec, dtype_8, dtype_16):
     """Integer weights and bias with sums that fit: the banded path works in int16/int32 and must
@@ -353,3 +353,35 @@ def test_pooling_with_partial_windows_is_not_banded():
     assert pipeline._single_pool(model, 10, 10) is not None
     assert pipeline._single_pool(model, 11, 10) is None  # ceil mode adds a partial window: torch's layer
     assert pipeline._single_pool(pipeline.build([pool_step(size=2, mode="stochastic", seed=1)]), 10, 10) is None
+
+
+def test_input_gradients_flow_through_every_method(camera):
+    """With an input that wants gradients the layer takes torch's own convolution (differentiable),
+    also after an inference run has filled the matrix cache of the matmul method."""
+    g = np.exp(-((np.arange(15) - 7) ** 2) / 8.0)
+    spec = ";".join(",".join(f"{v:.10g}" for v in row) for row in np.outer(g, g) / np.outer(g, g).sum())
+    model = pipeline.build(conv_steps([spec, "sharpen"], border="reflect"))
+    image = camera[:40, :50]
+    pipeline.run(model, image[None, None])  # inference first
+    x = torch.from_numpy(image.astype(np.float32) * 0.2 + 100)[None, None].requires_grad_()
+    model(x).sum().backward()
+    reference = x.detach().clone().requires_grad_()
+    y = reference
+    for layer in model:
+        if isinstance(layer, torch.nn.Conv2d):
+            y = torch.nn.functional.conv2d(torch.nn.functional.pad(y, layer.padding_lrtb, mode="reflect"), layer.weight)
+    y.sum().backward()  # values stay inside 0-255 here, so the range layers pass the gradient through
+    assert torch.allclose(x.grad, reference.grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec", ["sharpen", "gaussian31", "pool"])
+def test_images_that_run_backwards_are_filtered_like_copies(camera, spec):
+    """A numpy view with negative strides (image[::-1]) is copied first: torch takes none."""
+    if spec == "pool":
+        steps = [pool_step(size=2, mode="avg")]
+    else:
+        weights = _gaussian(31, 5.0) if spec == "gaussian31" else None
+        steps = conv_steps([spec if weights is None else ";".join(",".join(f"{v:.10g}" for v in row) for row in weights)])
+    flipped = camera[:120, :90].copy()[::-1, ::-1]  # writable: np.require would not copy it
+    filter_ = pipeline.Filter(steps, "cpu")
+    assert np.array_equal(filter_(flipped), filter_(flipped.copy()))
