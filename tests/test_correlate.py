@@ -90,6 +90,7 @@ def test_large_kernels_go_to_fft_unless_rank_one():
     assert correlate.plan(gaussian[:, :5]).method == "matmul"  # 31 taps down, 5 across
     assert correlate.plan(gaussian[:9, :9]).method == "separable"
     assert correlate.plan(rng.normal(size=(31, 31)), "cuda").method == "fft"
+    assert correlate.plan(gaussian[:15, :15], "cuda").method == "fft"  # conv2d computes all 225 taps
     assert correlate.plan(rng.normal(size=(3, 3)), "cuda").method == "conv2d"
 
 
