@@ -44,3 +44,34 @@ def pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int, border: s
     if left or right:
         _fill(out, left, width, right, border, dim=-1)
     return out
+
+
+def _source_row(index: int, size: int, border: str) -> int | None:
+    """The image row (or column) that padding shows at `index` (< 0 or >= size); None for zeros."""
+    if border == "zeros":
+        return None
+    if border == "replicate":
+        return min(max(index, 0), size - 1)
+    if border == "circular":
+        return index % size
+    return -index if index < 0 else 2 * (size - 1) - index  # reflect
+
+
+def pad_band(x: torch.Tensor, first: int, out: torch.Tensor, left: int, right: int, top: int, border: str) -> None:
+    """out = rows first .. first + out.shape[-2] of pad(x, left, right, top, ..., border): one band of
+    the padded image, without padding the whole image (same values, same corners: rows first,
+    then columns over the band's full height)."""
+    height, width = x.shape[-2:]
+    inner = out[..., left: left + width]
+    start = first - top  # the image row of out's first row
+    low, high = max(start, 0), min(start + out.shape[-2], height)
+    if low < high:
+        inner[..., low - start: high - start, :] = x[..., low:high, :]
+    for row in [*range(start, min(0, start + out.shape[-2])), *range(max(height, start), start + out.shape[-2])]:
+        source = _source_row(row, height, border)
+        if source is None:
+            inner[..., row - start, :].zero_()
+        else:
+            inner[..., row - start, :] = x[..., source, :]
+    if left or right:
+        _fill(out, left, width, right, border, dim=-1)

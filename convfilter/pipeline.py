@@ -192,24 +192,26 @@ def _checked_source(model: nn.Sequential, images: np.ndarray) -> torch.Tensor:
 
 
 def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, value_range: ValueRange) -> np.ndarray:
-    """One convolution on the CPU, band by band: the integer image is padded once, then each band
-    of rows goes integer -> float -> correlation -> range -> rounded integer while it is in the
-    cache. The same layers and the same values as the whole-image path, a fraction of the memory
-    traffic (a 3 MP image: several times faster). Where the layer allows it (integer weights,
-    sums that fit), the bands are int16 or int32 instead of float32: the same values, exactly."""
+    """One convolution on the CPU, band by band: each band of rows is padded by the border rule
+    on its own (no padded copy of the whole image: 8-10 ms on 24 MP), then goes integer -> float
+    -> correlation -> range -> rounded integer while it is in the cache. The same layers and the
+    same values as the whole-image path, a fraction of the memory traffic (a 3 MP image: several
+    times faster). Where the layer allows it (integer weights, sums that fit), the bands are
+    int16 or int32 instead of float32: the same values, exactly."""
     source = _checked_source(model, images)
-    padded = borders.pad(source, *conv.padding_lrtb, conv.border)
+    left, right, top_margin, bottom_margin = conv.padding_lrtb
     height, width = images.shape[-2:]
-    extra = padded.shape[-2] - height
+    extra, padded_width = top_margin + bottom_margin, left + width + right
     result = np.empty(images.shape, images.dtype)
-    row_bytes = 4 * padded.shape[-1] * images.shape[0] * images.shape[1]
+    row_bytes = 4 * padded_width * images.shape[0] * images.shape[1]
     rows = max(1, BAND_BYTES[conv.plan("cpu").method] // row_bytes)
     dtype = conv.integer_dtype(float(np.iinfo(images.dtype).max)) or torch.float32
-    band_in = _buffer("in", (*padded.shape[:2], rows + extra, padded.shape[-1]), dtype)
+    band_in = _buffer("in", (*images.shape[:2], rows + extra, padded_width), dtype)
     band_out = _buffer("out", (*images.shape[:2], rows, width), dtype)
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
-        band = band_in[..., : bottom - top + extra, :].copy_(padded[..., top: bottom + extra, :])
+        band = band_in[..., : bottom - top + extra, :]
+        borders.pad_band(source, top, band, left, right, top_margin, conv.border)
         band = value_range(conv.forward_padded(band, band_out[..., : bottom - top, :]))
         result[..., top:bottom, :] = (band.round_() if dtype.is_floating_point else band).numpy()  # numpy's cast: ~3x torch's
     return result

@@ -13,7 +13,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from convfilter import kernels, layers, pipeline
+from convfilter import borders, kernels, layers, pipeline
 from convfilter.errors import InputError
 from convfilter.steps import conv_steps, pool_step
 
@@ -385,3 +385,18 @@ def test_images_that_run_backwards_are_filtered_like_copies(camera, spec):
     flipped = camera[:120, :90].copy()[::-1, ::-1]  # writable: np.require would not copy it
     filter_ = pipeline.Filter(steps, "cpu")
     assert np.array_equal(filter_(flipped), filter_(flipped.copy()))
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
+@pytest.mark.parametrize("margins", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 3, 1), (5, 5, 5, 5), (0, 3, 0, 6)])
+def test_a_band_padded_alone_equals_the_rows_of_the_padded_image(border, margins):
+    """borders.pad_band gives exactly the rows of borders.pad for every band start and height,
+    bands that lie in the margins included (the banded path pads each band on its own)."""
+    left, right, top, bottom = margins
+    x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (1, 2, 9, 11)).astype(np.int16))
+    whole = borders.pad(x, left, right, top, bottom, border)
+    for first in range(whole.shape[-2]):
+        for count in range(1, whole.shape[-2] - first + 1):
+            band = torch.full((1, 2, count, whole.shape[-1]), -1, dtype=torch.int16)
+            borders.pad_band(x, first, band, left, right, top, border)
+            assert torch.equal(band, whole[..., first: first + count, :]), (first, count)
