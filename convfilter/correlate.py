@@ -55,6 +55,8 @@ class Plan:
 # levels at 16 bits for a normalised one): still rank 1. An absolute bound, not one relative to
 # the weights: an edge kernel with large weights whose response cancels must not lose levels.
 RANK1_LEVELS = 0.05
+
+
 def _rank1(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(column, row) with outer(column, row) == kernel within RANK1_LEVELS, or None."""
     u, s, vt = np.linalg.svd(kernel)

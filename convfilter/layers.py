@@ -90,14 +90,19 @@ class KernelConv2d(nn.Conv2d):
         weights = [weight for *_, weight in plan.taps]
         if plan.method != "mac" or not all(float(v).is_integer() for v in [*weights, bias]):
             return None
-        bound = max(1.0, sum(abs(v) for v in weights)) * max_value + abs(bias)  # the inputs fit too
-        if bound < 2 ** 15:
-            return torch.int16
-        return torch.int32 if bound < 2 ** 24 else None
+        return exact_integer_dtype(max(1.0, sum(abs(v) for v in weights)) * max_value + abs(bias))  # inputs too
 
     def _has_bias(self) -> bool:
         """Whether the bias is non-zero (a pass over the image saved when it is zero)."""
         return bool(self.bias.detach()[0] != 0)
+
+
+def exact_integer_dtype(bound: float) -> torch.dtype | None:
+    """int16 or int32 for values and sums of magnitude below `bound`, where float32 is exact too
+    (below 2**24), so that integer arithmetic gives exactly the float32 layers' values; else None."""
+    if bound < 2 ** 15:
+        return torch.int16
+    return torch.int32 if bound < 2 ** 24 else None
 
 
 class ValueRange(nn.Module):
@@ -121,12 +126,18 @@ class ValueRange(nn.Module):
         return (x.abs() if self.mode == "abs" else x).clamp(0.0, self.max_value)
 
 
+def whole_windows_only(layer: nn.Module, height: int, width: int) -> bool:
+    """Whether a pooling layer sees whole windows only on this image: in ceil mode a partial
+    window needs torch's pooling, which averages only what exists."""
+    return not (layer.ceil_mode and pooling.has_partial_windows(height, width, layer.kernel_size, layer.stride))
+
+
 def _pool_fast(layer: nn.Module, x: torch.Tensor) -> bool:
     """Whether the strided-view pooling gives this layer's result: not exporting, no gradient
-    wanted, and in ceil mode no partial window (torch's pooling averages only what exists)."""
+    wanted, and whole windows only."""
     if exporting() or (torch.is_grad_enabled() and x.requires_grad):
         return False
-    return not (layer.ceil_mode and pooling.has_partial_windows(*x.shape[-2:], layer.kernel_size, layer.stride))
+    return whole_windows_only(layer, *x.shape[-2:])
 
 
 class AvgPool2d(nn.AvgPool2d):

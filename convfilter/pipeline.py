@@ -20,7 +20,7 @@ from convfilter import borders, pooling
 from convfilter.errors import UsageError
 from convfilter.layers import (
     AdaptiveMinPool2d, AvgPool2d, KernelConv2d, MaxPool2d, MinPool2d, RequireSize, StochasticPool2d, Upsample2d,
-    ValueRange,
+    ValueRange, exact_integer_dtype, whole_windows_only,
 )
 from convfilter.modes import DEVICES, check_choice
 from convfilter.steps import AdaptivePoolStep, ConvStep, PoolStep, Step
@@ -225,10 +225,7 @@ def _single_pool(model: nn.Sequential, height: int, width: int) -> nn.Module | N
     layers = [layer for layer in model if not isinstance(layer, RequireSize)]
     if len(layers) != 1 or type(layers[0]) not in _POOL_MODES:
         return None
-    pool = layers[0]
-    if pool.ceil_mode and pooling.has_partial_windows(height, width, pool.kernel_size, pool.stride):
-        return None
-    return pool
+    return layers[0] if whole_windows_only(layers[0], height, width) else None
 
 
 def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) -> np.ndarray:
@@ -240,8 +237,7 @@ def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) 
     height, width = images.shape[-2:]
     rows, cols = pooling.output_size(height, size, stride), pooling.output_size(width, size, stride)
     result = np.empty((*images.shape[:2], rows, cols), images.dtype)
-    bound = size * size * float(np.iinfo(images.dtype).max)
-    dtype = torch.int16 if bound < 2 ** 15 else torch.int32 if bound < 2 ** 24 else torch.float32
+    dtype = exact_integer_dtype(size * size * float(np.iinfo(images.dtype).max)) or torch.float32
     row_bytes = 4 * width * images.shape[0] * images.shape[1] * stride  # input bytes of one output row
     band = max(1, BAND_BYTES["mac"] // row_bytes)
     for top in range(0, rows, band):
