@@ -38,11 +38,7 @@ def pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int, border: s
     reflect needs each margin smaller than the side, circular no larger (the caller checks)."""
     height, width = x.shape[-2:]
     out = x.new_empty(*x.shape[:-2], top + height + bottom, left + width + right)
-    out[..., top: top + height, left: left + width] = x
-    if top or bottom:
-        _fill(out[..., :, left: left + width], top, height, bottom, border, dim=-2)
-    if left or right:
-        _fill(out, left, width, right, border, dim=-1)
+    pad_band(x, 0, out, left, right, top, border)  # the whole padded image is one band
     return out
 
 

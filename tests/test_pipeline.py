@@ -390,11 +390,14 @@ def test_images_that_run_backwards_are_filtered_like_copies(camera, spec):
 @pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
 @pytest.mark.parametrize("margins", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 3, 1), (5, 5, 5, 5), (0, 3, 0, 6)])
 def test_a_band_padded_alone_equals_the_rows_of_the_padded_image(border, margins):
-    """borders.pad_band gives exactly the rows of borders.pad for every band start and height,
-    bands that lie in the margins included (the banded path pads each band on its own)."""
+    """borders.pad gives numpy's np.pad (reflect = OpenCV's BORDER_REFLECT_101), and pad_band gives
+    exactly its rows for every band start and height, bands that lie in the margins included (the
+    banded path pads each band on its own)."""
     left, right, top, bottom = margins
     x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (1, 2, 9, 11)).astype(np.int16))
     whole = borders.pad(x, left, right, top, bottom, border)
+    numpy_mode = {"reflect": "reflect", "replicate": "edge", "zeros": "constant", "circular": "wrap"}[border]
+    assert np.array_equal(whole.numpy(), np.pad(x.numpy(), ((0, 0), (0, 0), (top, bottom), (left, right)), numpy_mode))
     for first in range(whole.shape[-2]):
         for count in range(1, whole.shape[-2] - first + 1):
             band = torch.full((1, 2, count, whole.shape[-1]), -1, dtype=torch.int16)
