@@ -233,7 +233,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
     from pathlib import Path
 
-    from convfilter import imageio, inputs, outputs, process
+    from convfilter import allocator, imageio, inputs, outputs, process
     from convfilter.background import BackgroundFilter
     from convfilter.modes import DEVICES, check_choice
     from convfilter.reporting import Reporter
@@ -241,6 +241,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
     _check(run)
     check_choice("device", run.device, DEVICES)
+    allocator.keep_freed_memory()  # this process is the CLI's own: freed image memory is kept for the next
     background = imageio.parse_background(run.background) if run.background is not None else None
     shard = inputs.parse_shard(run.shard) if run.shard else None
     pipeline = None if run.dry_run else BackgroundFilter(steps, run.device)  # torch loads meanwhile
