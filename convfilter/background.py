@@ -13,31 +13,32 @@ from convfilter.steps import Step
 
 class BackgroundFilter:
     """Call it like `pipeline.Filter`; the first calls wait until torch is imported and the
-    pipeline built. `start(workers)` says how many threads will call it (to share the cores)."""
+    pipeline built. `start(threads)` says how many torch threads each caller gets."""
 
     def __init__(self, steps: list[Step], device: str):
         self._planned = threading.Event()
         self._ready = threading.Event()
-        self._workers = 1
+        self._threads: int | None = None
         self._filter = None
         self._error: BaseException | None = None
         threading.Thread(target=self._build, args=(steps, device), name="convfilter-torch", daemon=True).start()
 
     def _build(self, steps: list[Step], device: str) -> None:
         try:
-            from convfilter.pipeline import Filter, share_threads  # imports torch
+            from convfilter.pipeline import Filter, set_threads  # imports torch
 
             self._filter = Filter(steps, device)
             self._planned.wait()
-            share_threads(self._workers)
+            set_threads(self._threads)
         except BaseException as error:  # handed to the callers
             self._error = error
         finally:
             self._ready.set()
 
-    def start(self, workers: int) -> None:
-        """The plan is made: `workers` threads will filter."""
-        self._workers = workers
+    def start(self, threads: int | None) -> None:
+        """The plan is made: each thread that filters runs `threads` torch threads (None: torch's
+        default, every core)."""
+        self._threads = threads
         self._planned.set()
 
     @property

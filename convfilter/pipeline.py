@@ -9,7 +9,6 @@ follows the geometry (strides, pooling, upsampling).
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -105,10 +104,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def share_threads(workers: int) -> None:
-    """Split the cores between `workers` threads that each run torch, so they do not oversubscribe."""
-    if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+def set_threads(threads: int | None) -> None:
+    """The torch threads of each thread that filters; None keeps torch's default (every core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 class Filter:

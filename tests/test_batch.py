@@ -279,3 +279,34 @@ def test_inputs_are_decoded_ahead_while_the_filter_loads_within_the_memory_budge
     for i, path in enumerate(sources):
         expected = opencv_filter(gray(path), sharpen_weights, "reflect")
         assert max_diff(gray(tmp_path / f"out{i:02}.png"), expected) <= 1
+
+
+# A fresh interpreter runs the command, then reports torch's thread count as a new thread sees
+# it (the count workers get), before and after.
+THREADS = """
+import sys, threading, torch
+from convfilter.cli import app
+def seen_by_a_new_thread():
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+before = seen_by_a_new_thread()
+app(sys.argv[1:], prog_name="convfilter", standalone_mode=False)
+print(before, seen_by_a_new_thread())
+"""
+
+
+@pytest.mark.parametrize("inputs, jobs, every_core", [(3, "1", False), (3, "2", False), (1, "1", True)])
+def test_each_worker_runs_torch_on_one_thread_a_single_image_on_every_core(tmp_path, inputs, jobs, every_core):
+    """-j N keeps to N cores (N processes of -j 1 side by side must not oversubscribe them); one
+    image has nothing to overlap with, so its filter keeps torch's default, every core."""
+    for i in range(inputs):
+        Image.open(CAMERA).crop((0, 0, 64 + i, 48)).save(tmp_path / f"in{i}.png")
+    sources = [str(tmp_path / f"in{i}.png") for i in range(inputs)]
+    done = subprocess.run([sys.executable, "-c", THREADS, "apply", *sources, "-k", "sharpen", "-o",
+                           str(tmp_path / "out") + "/", "-j", jobs, "-q"], capture_output=True, text=True, check=True)
+    before, after = map(int, done.stdout.split())
+    assert len(list((tmp_path / "out").iterdir())) == inputs
+    assert after == (before if every_core else 1)
