@@ -144,12 +144,14 @@ class Filter:
         return np.ascontiguousarray(planes[0].transpose(1, 2, 0))
 
 
-# The working set of one band of the banded CPU path (counted as float32): small enough to stay in
-# the CPU's cache, large enough that two workers do not queue for the GIL between the short torch
-# operations (3 MP sharpen, two threads filtering at once: 1 MB bands 269-335 images/s, 2 MB
-# 400-466). Matrix products take taller bands, so that the k - 1 rows each band shares with the
-# next cost less (24 MP 31x31 Gaussian: 1 MB 106 ms, 4 MB 73 ms).
-BAND_BYTES = {"mac": 2 << 20, "separable": 2 << 20, "matmul": 4 << 20}
+# The bytes of one band of the banded CPU path, by method: small enough to stay in the CPU's
+# cache, large enough that two workers do not queue for the GIL between the short torch
+# operations (3 MP sharpen in float32, two threads filtering at once: 1 MB bands 269-335
+# images/s, 2 MB 400-466). Matrix products take taller bands, so that the k - 1 rows each band
+# shares with the next cost less (24 MP 31x31 Gaussian: 1 MB 106 ms, 4 MB 73 ms). int16 bands
+# do so little per byte that the per-operation cost dominates: 3 MP sharpen, two threads, 1 MB
+# 433-448, 2 MB 567-643, 4 MB 666-736, 8 MB 586-703 images/s (int32 bands: 2 MB as float32).
+BAND_BYTES = {"mac": 2 << 20, "separable": 2 << 20, "matmul": 4 << 20, "int16": 4 << 20}
 
 
 def _single_convolution(model: nn.Sequential) -> tuple[KernelConv2d, ValueRange] | None:
@@ -202,9 +204,9 @@ def _run_banded(model: nn.Sequential, images: np.ndarray, conv: KernelConv2d, va
     height, width = images.shape[-2:]
     extra, padded_width = top_margin + bottom_margin, left + width + right
     result = np.empty(images.shape, images.dtype)
-    row_bytes = 4 * padded_width * images.shape[0] * images.shape[1]
-    rows = max(1, BAND_BYTES[conv.plan("cpu").method] // row_bytes)
     dtype = conv.integer_dtype(float(np.iinfo(images.dtype).max)) or torch.float32
+    row_bytes = dtype.itemsize * padded_width * images.shape[0] * images.shape[1]
+    rows = max(1, BAND_BYTES["int16" if dtype == torch.int16 else conv.plan("cpu").method] // row_bytes)
     band_in = _buffer("in", (*images.shape[:2], rows + extra, padded_width), dtype)
     band_out = _buffer("out", (*images.shape[:2], rows, width), dtype)
     for top in range(0, height, rows):

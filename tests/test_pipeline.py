@@ -302,7 +302,8 @@ def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border
     whole = model.float()
     with torch.inference_mode():
         expected = whole(torch.from_numpy(image.astype(np.float32))[None]).round_()[0].numpy()
-    row_bytes = 4 * (83 + len(steps[0].weights[0]) - 1) * channels
+    itemsize = (single[0].integer_dtype(255.0) or torch.float32).itemsize  # int16 bands for sharpen, 2x2
+    row_bytes = itemsize * (83 + len(steps[0].weights[0]) - 1) * channels
     monkeypatch.setattr(pipeline, "BAND_BYTES", {method: row_bytes * band_rows for method in pipeline.BAND_BYTES})
     assert np.array_equal(pipeline.run(model, image[None])[0], expected.astype(np.uint8))
     assert np.array_equal(pipeline.run(model, image[None])[0], expected.astype(np.uint8))  # reused buffers
