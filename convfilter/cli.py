@@ -233,7 +233,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
     from pathlib import Path
 
-    from convfilter import allocator, imageio, inputs, outputs, process
+    from convfilter import imageio, inputs, outputs, process
     from convfilter.background import BackgroundFilter
     from convfilter.modes import DEVICES, check_choice
     from convfilter.reporting import Reporter
@@ -241,7 +241,6 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
     _check(run)
     check_choice("device", run.device, DEVICES)
-    allocator.keep_freed_memory()  # this process is the CLI's own: freed image memory is kept for the next
     background = imageio.parse_background(run.background) if run.background is not None else None
     shard = inputs.parse_shard(run.shard) if run.shard else None
     pipeline = None if run.dry_run else BackgroundFilter(steps, run.device)  # torch loads meanwhile
@@ -271,17 +270,16 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
     workers = run.jobs or os.cpu_count() or 1
     batch_size = _batch_size(run, steps, jobs)
-    # torch's threads: every core for one image (or one batch at a time); else one in each worker,
-    # so that -j N keeps to N cores. Two processes of -j 1 with two torch threads each (GNU
-    # parallel, 2 cores) took 4.9-12.7 s over 200 photos instead of 2.8-3.0 s: OpenMP threads
-    # spin while they wait, and here they waited for each other's cores.
-    pipeline.start(None if len(jobs) == 1 or batch_size is not None else 1)
+    filtering = 1 if batch_size is not None else min(workers, len(jobs))  # threads that call the filter
+    pipeline.start(process.torch_threads(run.jobs, filtering))
     if run.device == "cuda" or batch_size == 0:
         built = pipeline.ready()  # "no CUDA device" is a usage error, before any file
         if batch_size == 0:  # the default: batches when the pipeline is on a GPU
             from convfilter.batch import DEFAULT_BATCH  # imports torch, which is there by now
 
             batch_size = DEFAULT_BATCH if built.device.type == "cuda" else None
+            if batch_size is None:  # no GPU after all: the per-file path, and its workers' share
+                pipeline.start(process.torch_threads(run.jobs, min(workers, len(jobs))))
     options = process.WriteOptions(
         encoding=imageio.Encoding(run.quality, run.png_compression),
         overwrite=run.overwrite,
@@ -689,6 +687,9 @@ def kernels_preview(
 
 def main() -> None:
     """The console script: run the app; Ctrl-C exits 130 with one line."""
+    from convfilter import allocator
+
+    allocator.keep_freed_memory()  # the process is the CLI's own: memory a worker frees is kept for its next image
     # Pillow warns (several lines each) about damaged files that it still reads or that fail
     # anyway with one clear error line from convfilter: not for a user's terminal.
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")

@@ -104,10 +104,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice: every physical core
+
+
 def set_threads(threads: int | None) -> None:
-    """The torch threads of each thread that filters; None keeps torch's default (every core)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """torch's threads for operations this thread runs, and for threads that have not run one yet
+    (torch keeps the number per thread once it has); None: torch's default again."""
+    torch.set_num_threads(threads or _DEFAULT_THREADS)
 
 
 class Filter:

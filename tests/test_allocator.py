@@ -1,6 +1,7 @@
 """The allocator settings of a run: memory a worker thread frees is kept for its next image,
 not handed back to the kernel and faulted in again page by page (convfilter/allocator.py)."""
 
+import platform
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ def _faults(mode: str) -> int:
     return int(done.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and RUSAGE_THREAD: Linux only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the settings are glibc's (elsewhere nothing is set)")
 def test_freed_image_memory_is_reused_not_faulted_in_again():
     # glibc's defaults here: each job's ~7 MB, freed, goes back to the kernel (about 1,700 faults
     # a job); with the settings only the first job faults. Bound: a tenth of the default.
@@ -45,3 +46,17 @@ def test_freed_image_memory_is_reused_not_faulted_in_again():
     assert default > 20 * pages_per_job
     assert tuned < default / 10
     assert tuned < 3 * pages_per_job
+
+
+def test_the_console_script_sets_them_first():
+    """main() (the console script) sets them before anything else; the library never does."""
+    code = """
+import sys
+from convfilter import allocator, cli
+allocator.keep_freed_memory = lambda: print("set", flush=True) or True
+sys.argv = ["convfilter", "--version"]
+cli.main()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "set"

@@ -281,32 +281,68 @@ def test_inputs_are_decoded_ahead_while_the_filter_loads_within_the_memory_budge
         assert max_diff(gray(tmp_path / f"out{i:02}.png"), expected) <= 1
 
 
-# A fresh interpreter runs the command, then reports torch's thread count as a new thread sees
-# it (the count workers get), before and after.
+@pytest.mark.parametrize("jobs, workers, cores, expected", [
+    (None, 1, 16, None),  # one image, no -j: torch's default, every core
+    (None, 2, 16, 8), (None, 16, 16, 1), (None, 3, 2, 1),  # the default: every core, shared
+    (1, 1, 16, 1), (4, 1, 16, 4), (4, 2, 16, 2), (4, 8, 16, 1),  # -j N: N cores, shared
+    (2, 0, 2, 2),
+])
+def test_torch_threads_keep_to_the_jobs_cores(monkeypatch, jobs, workers, cores, expected):
+    from convfilter import process
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert process.torch_threads(jobs, workers) == expected
+
+
+# One interpreter runs the command several times (as a library caller could) and prints, for each
+# run, the torch thread counts the filter saw where it ran (the workers, or the main thread for a
+# single image), then what a new thread gets afterwards; first torch's default, as a new thread
+# sees it.
 THREADS = """
 import sys, threading, torch
+from convfilter import pipeline
 from convfilter.cli import app
-def seen_by_a_new_thread():
+def in_a_new_thread():
     seen = []
     thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
     thread.start()
     thread.join()
     return seen[0]
-before = seen_by_a_new_thread()
-app(sys.argv[1:], prog_name="convfilter", standalone_mode=False)
-print(before, seen_by_a_new_thread())
+print(in_a_new_thread())
+seen = []
+real = pipeline.Filter.__call__
+pipeline.Filter.__call__ = lambda self, image: seen.append(torch.get_num_threads()) or real(self, image)
+for arguments in sys.argv[1:]:
+    seen.clear()
+    if arguments.startswith("NVIDIA "):  # /dev/nvidiactl there, but no CUDA torch can use
+        import convfilter.cli
+        convfilter.cli._nvidia_present = lambda: True
+        arguments = arguments.removeprefix("NVIDIA ")
+    app(arguments.split(), prog_name="convfilter", standalone_mode=False)
+    print(*sorted(set(seen)), "/", in_a_new_thread())
 """
 
 
-@pytest.mark.parametrize("inputs, jobs, every_core", [(3, "1", False), (3, "2", False), (1, "1", True)])
-def test_each_worker_runs_torch_on_one_thread_a_single_image_on_every_core(tmp_path, inputs, jobs, every_core):
-    """-j N keeps to N cores (N processes of -j 1 side by side must not oversubscribe them); one
-    image has nothing to overlap with, so its filter keeps torch's default, every core."""
-    for i in range(inputs):
-        Image.open(CAMERA).crop((0, 0, 64 + i, 48)).save(tmp_path / f"in{i}.png")
-    sources = [str(tmp_path / f"in{i}.png") for i in range(inputs)]
-    done = subprocess.run([sys.executable, "-c", THREADS, "apply", *sources, "-k", "sharpen", "-o",
-                           str(tmp_path / "out") + "/", "-j", jobs, "-q"], capture_output=True, text=True, check=True)
-    before, after = map(int, done.stdout.split())
-    assert len(list((tmp_path / "out").iterdir())) == inputs
-    assert after == (before if every_core else 1)
+def test_each_run_gives_its_workers_their_share_of_torch_threads(tmp_path):
+    """-j 1 over several files runs torch on one thread (N processes of -j 1 side by side must not
+    oversubscribe the cores), and so does a single image with -j 1; a single image without -j has
+    torch's default again, every core, and so do threads started after it. With no usable GPU
+    behind /dev/nvidiactl the per-file workers still get their share, not every core each."""
+    sources = []
+    for i in range(3):
+        sources.append(tmp_path / f"in{i}.png")
+        Image.open(CAMERA).crop((0, 0, 64 + i, 48)).save(sources[-1])
+    files, one = " ".join(map(str, sources)), str(sources[0])
+    runs = [f"apply {files} -k sharpen -o {tmp_path}/a/ -q -j 1",
+            f"apply {one} -k sharpen -o {tmp_path}/b/ -q",
+            f"apply {files} -k sharpen -o {tmp_path}/c/ -q -j 2",
+            f"apply {one} -k sharpen -o {tmp_path}/d/ -q -j 1",
+            f"apply {one} -k sharpen -o {tmp_path}/e/ -q",
+            f"NVIDIA apply {files} -k sharpen -o {tmp_path}/f/ -q"]
+    done = subprocess.run([sys.executable, "-c", THREADS, *runs], capture_output=True, text=True, check=True)
+    (default,), *seen = [line.split() for line in done.stdout.splitlines()]
+    assert int(default) > 1 or os.cpu_count() == 1  # else the single images tell nothing
+    shared = str(max(1, os.cpu_count() // min(os.cpu_count(), 3)))  # the default: every core, shared
+    assert seen == [["1", "/", "1"], [default, "/", default], ["1", "/", "1"], ["1", "/", "1"],
+                    [default, "/", default], [shared, "/", shared]]
+    assert sum(1 for _ in tmp_path.rglob("*.png")) == 3 + 3 + 1 + 3 + 1 + 1 + 3
