@@ -117,7 +117,7 @@ SHARED_OPTIONS = {
         "--from", help="Also read input paths from FILE, one a line ('-': standard input).", show_default=False)], None),
     "null": (Annotated[bool, typer.Option("--null", "-0", help="--from lists are NUL-separated (find -print0).")], False),
     "jobs": (Annotated[Optional[int], typer.Option(
-        "-j", "--jobs", help="Worker threads. Default: the number of cores.", show_default=False)], None),
+        "-j", "--jobs", help="Worker threads. Default: the number of cores this process may run on.", show_default=False)], None),
     "shard": (Annotated[Optional[str], typer.Option(
         "--shard", help="Process only the K-th of N deterministic slices of the inputs, e.g. 2/8.",
         show_default=False)], None),
@@ -229,8 +229,6 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     """Expand, plan, build the pipeline, process every job, report; exit 1 if any input failed.
     `op` names the outputs (default: the steps' names); `color` as --color (a pipeline file's)."""
     import json
-    import os
-
     from pathlib import Path
 
     from convfilter import imageio, inputs, outputs, process
@@ -268,7 +266,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
             print(f"{job.source} -> {job.target if job.target is not None else '(shown only)'}")
         return
 
-    workers = run.jobs or os.cpu_count() or 1
+    workers = run.jobs or process.available_cores()
     batch_size = _batch_size(run, steps, jobs)
     filtering = 1 if batch_size is not None else min(workers, len(jobs))  # threads that call the filter
     pipeline.start(process.torch_threads(run.jobs, filtering))

@@ -76,15 +76,25 @@ def _is_input(source: str, target: str) -> bool:
         return False
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system keeps one (taskset,
+    cgroup cpusets, a cluster scheduler's binding), else every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on this system (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def torch_threads(jobs: int | None, workers: int) -> int | None:
     """torch's threads in each of `workers` threads that filter: `-j N` keeps the process to N
-    cores, the default to every core. None (torch's own default, every core) for one worker
-    without -j. Two processes of `-j 1` with two torch threads each (GNU parallel, 2 cores) took
-    5.5-22 s over 200 photos instead of 2.9-3.1 s: OpenMP threads spin while they wait, and
-    here they waited for each other's cores."""
-    if jobs is None and workers <= 1:
+    cores, the default to the cores it may run on. None (torch's own default, every core) for
+    one worker without -j on an unrestricted machine. Two processes of `-j 1` with two torch
+    threads each (GNU parallel, 2 cores) took 5.5-22 s over 200 photos instead of 2.9-3.1 s:
+    OpenMP threads spin while they wait, and here they waited for each other's cores."""
+    cores = available_cores()
+    if jobs is None and workers <= 1 and cores == os.cpu_count():
         return None
-    return max(1, (jobs or os.cpu_count() or 1) // max(1, workers))
+    return max(1, (jobs or cores) // max(1, workers))
 
 
 # While the filter is not ready yet (torch still importing), workers decode the next inputs

@@ -281,23 +281,35 @@ def test_inputs_are_decoded_ahead_while_the_filter_loads_within_the_memory_budge
         assert max_diff(gray(tmp_path / f"out{i:02}.png"), expected) <= 1
 
 
-@pytest.mark.parametrize("jobs, workers, cores, expected", [
-    (None, 1, 16, None),  # one image, no -j: torch's default, every core
-    (None, 2, 16, 8), (None, 16, 16, 1), (None, 3, 2, 1),  # the default: every core, shared
-    (1, 1, 16, 1), (4, 1, 16, 4), (4, 2, 16, 2), (4, 8, 16, 1),  # -j N: N cores, shared
-    (2, 0, 2, 2),
+@pytest.mark.parametrize("jobs, workers, allowed, cores, expected", [
+    (None, 1, 16, 16, None),  # one image, no -j, every core allowed: torch's default
+    (None, 2, 16, 16, 8), (None, 16, 16, 16, 1), (None, 3, 2, 2, 1),  # the default: every core, shared
+    (1, 1, 16, 16, 1), (4, 1, 16, 16, 4), (4, 2, 16, 16, 2), (4, 8, 16, 16, 1),  # -j N: N cores, shared
+    (2, 0, 2, 2, 2),
+    (None, 1, 4, 16, 4), (None, 2, 4, 16, 2), (None, 4, 4, 16, 1), (3, 1, 4, 16, 3),  # an affinity of 4 cores
 ])
-def test_torch_threads_keep_to_the_jobs_cores(monkeypatch, jobs, workers, cores, expected):
+def test_torch_threads_keep_to_the_jobs_cores(monkeypatch, jobs, workers, allowed, cores, expected):
     from convfilter import process
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(process, "available_cores", lambda: allowed)
     assert process.torch_threads(jobs, workers) == expected
+
+
+def test_available_cores_are_the_affinity_where_there_is_one(monkeypatch):
+    from convfilter import process
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5, 7}, raising=False)
+    assert process.available_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows
+    assert process.available_cores() == 64
 
 
 # One interpreter runs the command several times (as a library caller could) and prints, for each
 # run, the torch thread counts the filter saw where it ran (the workers, or the main thread for a
-# single image), then what a new thread gets afterwards; first torch's default, as a new thread
-# sees it.
+# single image), what a new thread gets afterwards, and how many threads filtered; first torch's
+# default, as a new thread sees it.
 THREADS = """
 import sys, threading, torch
 from convfilter import pipeline
@@ -309,17 +321,26 @@ def in_a_new_thread():
     thread.join()
     return seen[0]
 print(in_a_new_thread())
-seen = []
+seen, names = [], set()
 real = pipeline.Filter.__call__
-pipeline.Filter.__call__ = lambda self, image: seen.append(torch.get_num_threads()) or real(self, image)
+def spy(self, image):
+    seen.append(torch.get_num_threads())
+    names.add(threading.current_thread().name)
+    return real(self, image)
+pipeline.Filter.__call__ = spy
 for arguments in sys.argv[1:]:
     seen.clear()
+    names.clear()
     if arguments.startswith("NVIDIA "):  # /dev/nvidiactl there, but no CUDA torch can use
         import convfilter.cli
         convfilter.cli._nvidia_present = lambda: True
         arguments = arguments.removeprefix("NVIDIA ")
+    if arguments.startswith("ONE-CORE "):  # as `taskset -c N`: the process may run on one core
+        import os
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        arguments = arguments.removeprefix("ONE-CORE ")
     app(arguments.split(), prog_name="convfilter", standalone_mode=False)
-    print(*sorted(set(seen)), "/", in_a_new_thread())
+    print(*sorted(set(seen)), "/", in_a_new_thread(), "/", len(names))
 """
 
 
@@ -327,7 +348,10 @@ def test_each_run_gives_its_workers_their_share_of_torch_threads(tmp_path):
     """-j 1 over several files runs torch on one thread (N processes of -j 1 side by side must not
     oversubscribe the cores), and so does a single image with -j 1; a single image without -j has
     torch's default again, every core, and so do threads started after it. With no usable GPU
-    behind /dev/nvidiactl the per-file workers still get their share, not every core each."""
+    behind /dev/nvidiactl the per-file workers still get their share, not every core each. A
+    process bound to one core (taskset) filters a single image on one thread."""
+    from convfilter import process
+
     sources = []
     for i in range(3):
         sources.append(tmp_path / f"in{i}.png")
@@ -338,11 +362,18 @@ def test_each_run_gives_its_workers_their_share_of_torch_threads(tmp_path):
             f"apply {files} -k sharpen -o {tmp_path}/c/ -q -j 2",
             f"apply {one} -k sharpen -o {tmp_path}/d/ -q -j 1",
             f"apply {one} -k sharpen -o {tmp_path}/e/ -q",
-            f"NVIDIA apply {files} -k sharpen -o {tmp_path}/f/ -q"]
+            f"NVIDIA apply {files} -k sharpen -o {tmp_path}/f/ -q",
+            f"ONE-CORE apply {files} -k sharpen -o {tmp_path}/g/ -q",
+            f"apply {one} -k sharpen -o {tmp_path}/h/ -q"]  # still bound to one core
     done = subprocess.run([sys.executable, "-c", THREADS, *runs], capture_output=True, text=True, check=True)
     (default,), *seen = [line.split() for line in done.stdout.splitlines()]
-    assert int(default) > 1 or os.cpu_count() == 1  # else the single images tell nothing
-    shared = str(max(1, os.cpu_count() // min(os.cpu_count(), 3)))  # the default: every core, shared
-    assert seen == [["1", "/", "1"], [default, "/", default], ["1", "/", "1"], ["1", "/", "1"],
-                    [default, "/", default], [shared, "/", shared]]
-    assert sum(1 for _ in tmp_path.rglob("*.png")) == 3 + 3 + 1 + 3 + 1 + 1 + 3
+    cores = process.available_cores()
+    single = default if cores == os.cpu_count() else str(cores)  # one image, no -j: every core it may use
+    assert int(single) > 1 or cores == 1  # else the single images tell nothing
+    shared = str(max(1, cores // min(cores, 3)))  # the default: those cores, shared by the workers
+    assert [line[:3] for line in seen] == [["1", "/", "1"], [single, "/", single], ["1", "/", "1"], ["1", "/", "1"],
+                                           [single, "/", single], [shared, "/", shared], ["1", "/", "1"],
+                                           ["1", "/", "1"]]
+    assert [line[-1] for line in seen[:2]] == ["1", "1"]  # -j 1; a single image
+    assert seen[6][-1] == "1"  # bound to one core: one worker by default
+    assert sum(1 for _ in tmp_path.rglob("*.png")) == 3 + 3 + 1 + 3 + 1 + 1 + 3 + 3 + 1
