@@ -27,7 +27,7 @@ from convfilter import files, imageio
 from convfilter.outputs import Job
 from convfilter.pipeline import Filter, run_tensor
 from convfilter.process import (
-    FAILED, WRITTEN, JobResult, Loaded, Summary, WriteOptions, check_target, failure, guarded, load_job,
+    FAILED, WRITTEN, JobResult, Loaded, Summary, WriteOptions, check_target, decode_job, failure, guarded,
 )
 
 DEFAULT_BATCH = 64  # images a batch on a GPU
@@ -61,7 +61,7 @@ def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:
             return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8))
     except Exception:  # not readable or not an image: Pillow's path says why, in its words
         pass
-    return load_job(job, options, stdin=None)
+    return decode_job(job, options, stdin=None)
 
 
 def _decode(items: list[Fetched], options: WriteOptions, device: torch.device) -> list[torch.Tensor | Loaded | JobResult]:
@@ -78,7 +78,7 @@ def _decode(items: list[Fetched], options: WriteOptions, device: torch.device) -
             try:
                 decoded.append(decode_jpeg(item.data, mode=mode, device=device, apply_exif_orientation=True))
             except RuntimeError:
-                decoded.append(load_job(item.job, options, None))
+                decoded.append(decode_job(item.job, options, None))  # its target was checked in fetch
         return decoded
 
 

@@ -135,11 +135,16 @@ def check_target(job: Job, options: WriteOptions) -> JobResult | None:
 
 def load_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobResult:
     """The first half of a job: check the target, read and decode the input."""
-    def load() -> Loaded | JobResult:
+    return check_target(job, options) or decode_job(job, options, stdin)
+
+
+def decode_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobResult:
+    """Read and decode a job's input (its target already checked)."""
+    def load() -> Loaded:
         source = stdin.read() if job.source == imageio.STDIO else job.source
         return Loaded(job, imageio.read_image(source, options.max_pixels, options.background, options.color))
 
-    return check_target(job, options) or guarded(job, options, load)
+    return guarded(job, options, load)
 
 
 def finish_job(loaded: Loaded, filter_fn: FilterFn, options: WriteOptions, stdout: BinaryIO) -> JobResult:
