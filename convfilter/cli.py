@@ -117,7 +117,8 @@ SHARED_OPTIONS = {
         "--from", help="Also read input paths from FILE, one a line ('-': standard input).", show_default=False)], None),
     "null": (Annotated[bool, typer.Option("--null", "-0", help="--from lists are NUL-separated (find -print0).")], False),
     "jobs": (Annotated[Optional[int], typer.Option(
-        "-j", "--jobs", help="Worker threads. Default: the number of cores this process may run on.", show_default=False)], None),
+        "-j", "--jobs", help="Worker threads. Default: the number of cores this process may run on.",
+        show_default=False)], None),
     "shard": (Annotated[Optional[str], typer.Option(
         "--shard", help="Process only the K-th of N deterministic slices of the inputs, e.g. 2/8.",
         show_default=False)], None),
@@ -268,8 +269,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
     workers = run.jobs or process.available_cores()
     batch_size = _batch_size(run, steps, jobs)
-    filtering = 1 if batch_size is not None else min(workers, len(jobs))  # threads that call the filter
-    pipeline.start(process.torch_threads(run.jobs, filtering))
+    per_file = min(workers, len(jobs))  # the threads that call the filter on the per-file path
+    pipeline.start(process.torch_threads(run.jobs, 1 if batch_size is not None else per_file))
     if run.device == "cuda" or batch_size == 0:
         built = pipeline.ready()  # "no CUDA device" is a usage error, before any file
         if batch_size == 0:  # the default: batches when the pipeline is on a GPU
@@ -277,7 +278,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
 
             batch_size = DEFAULT_BATCH if built.device.type == "cuda" else None
             if batch_size is None:  # no GPU after all: the per-file path, and its workers' share
-                pipeline.start(process.torch_threads(run.jobs, min(workers, len(jobs))))
+                pipeline.start(process.torch_threads(run.jobs, per_file))
     options = process.WriteOptions(
         encoding=imageio.Encoding(run.quality, run.png_compression),
         overwrite=run.overwrite,

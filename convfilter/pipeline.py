@@ -150,11 +150,12 @@ class Filter:
 # The bytes of one band of the banded CPU path, by method: small enough to stay in the CPU's
 # cache, large enough that two workers do not queue for the GIL between the short torch
 # operations (3 MP sharpen, two threads filtering at once, bands counted at 4 bytes a pixel:
-# 1 MB 269-335 images/s, 2 MB 400-466). Matrix products take taller bands, so that the k - 1 rows each band
-# shares with the next cost less (24 MP 31x31 Gaussian: 1 MB 106 ms, 4 MB 73 ms). int16 bands
-# do so little per byte that the per-operation cost dominates: 3 MP sharpen, two threads, real
-# bytes: 1 MB 433-448, 2 MB 567-643, 4 MB 666-736, 8 MB 586-703 images/s. int32 bands (16-bit
-# images) were best at 2 MB, like float32 ones (blur: 320-363 at 2 MB, 213-301 at 4 MB).
+# 1 MB 269-335 images/s, 2 MB 400-466). Matrix products take taller bands, so that the k - 1
+# rows each band shares with the next cost less (24 MP 31x31 Gaussian: 1 MB 106 ms, 4 MB
+# 73 ms). int16 bands do so little per byte that the per-operation cost dominates: 3 MP sharpen,
+# two threads, real bytes: 1 MB 433-448, 2 MB 567-643, 4 MB 666-736, 8 MB 586-703 images/s.
+# int32 bands (16-bit images) were best at 2 MB, like float32 ones (blur: 320-363 at 2 MB,
+# 213-301 at 4 MB).
 BAND_BYTES = {"mac": 2 << 20, "separable": 2 << 20, "matmul": 4 << 20, "int16": 4 << 20}
 
 
@@ -243,7 +244,7 @@ def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) 
     rows, cols = pooling.output_size(height, size, stride), pooling.output_size(width, size, stride)
     result = np.empty((*images.shape[:2], rows, cols), images.dtype)
     dtype = exact_integer_dtype(size * size * float(np.iinfo(images.dtype).max)) or torch.float32
-    row_bytes = 4 * width * images.shape[0] * images.shape[1] * stride  # input bytes of one output row
+    row_bytes = 4 * width * images.shape[0] * images.shape[1] * stride  # one output row's input, at 4 bytes a pixel
     band = max(1, BAND_BYTES["mac"] // row_bytes)
     for top in range(0, rows, band):
         bottom = min(rows, top + band)
