@@ -26,13 +26,14 @@ from convfilter.steps import Step
 
 app = typer.Typer(
     name="convfilter",
-    help="Filter images with torch.nn convolutions and pooling, exactly and safely.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-kernels_app = typer.Typer(help="List, show or preview the named kernels.", no_args_is_help=False)
+kernels_app = typer.Typer(
+    help="List, show or preview the named kernels.\n\nExample: convfilter kernels show sobel-x", no_args_is_help=False
+)
 app.add_typer(kernels_app, name="kernels")
 
 _debug = False
@@ -41,6 +42,15 @@ _debug = False
 def _error(message: str) -> None:
     sys.stderr.write(f"convfilter: error: {message}\n")
     sys.stderr.flush()
+
+
+def _traceback() -> None:
+    """With --debug, the traceback of the error being handled, before its line; the exit code
+    stays the documented one."""
+    if _debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
 
 
 def reports_errors(command: Callable) -> Callable:
@@ -52,8 +62,7 @@ def reports_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ConvfilterError as error:
-            if _debug:
-                raise
+            _traceback()
             _error(str(error))
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
@@ -62,8 +71,7 @@ def reports_errors(command: Callable) -> Callable:
         except typer.Exit:
             raise
         except Exception as error:  # a bug: still one line, the traceback with --debug
-            if _debug:
-                raise
+            _traceback()
             _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
             raise typer.Exit(1) from None
 
@@ -464,7 +472,7 @@ def upsample(
 @reports_errors
 @with_run_options
 def run_pipeline(
-    pipeline: Annotated[str, typer.Argument(help="A pipeline file (TOML): [[step]] tables run in order.",
+    pipeline: Annotated[str, typer.Argument(help=r"A pipeline file (TOML): \[\[step]] tables run in order.",
                                             show_default=False)],
     run: RunOptions = None,
 ) -> None:

@@ -312,8 +312,19 @@ def test_no_traceback_for_an_internal_error_without_debug(cli, camera_copy, monk
     assert result.exit_code == 1
     assert result.stderr == (f"convfilter: error: '{camera_copy}': internal error: ZeroDivisionError: "
                              "division by zero (rerun with --debug for the traceback)\n")
-    with pytest.raises(ZeroDivisionError):
-        cli("--debug", "apply", camera_copy, "-k", "blur")
+    debugged = cli("--debug", "apply", camera_copy, "-k", "blur")
+    assert debugged.exit_code == 1
+    assert debugged.stderr.startswith("Traceback (most recent call last):\n")
+    assert "ZeroDivisionError: division by zero\n" in debugged.stderr
+    assert debugged.stderr.endswith("convfilter: error: internal error: ZeroDivisionError: division by zero "
+                                    "(rerun with --debug for the traceback)\n")
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(cli, camera_copy):
+    result = cli("--debug", "apply", camera_copy, "-k", "sharpn")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Traceback (most recent call last):\n")
+    assert result.stderr.endswith("\nconvfilter: error: unknown kernel 'sharpn'; did you mean 'sharpen' or 'unsharp5'?\n")
 
 
 def test_interrupt_exits_130_and_leaves_nothing(cli, camera_copy, monkeypatch):
@@ -361,6 +372,21 @@ def test_kernels_show_prints_the_matrix(cli):
     missing = cli("kernels", "show", "sobelx")
     assert (missing.exit_code, missing.stderr) == (
         2, "convfilter: error: unknown kernel 'sobelx'; did you mean 'sobel-x' or 'sobel-y'?\n")
+
+
+@pytest.mark.parametrize("command", [[], ["apply"], ["pool"], ["upsample"], ["run"], ["export"], ["learn"],
+                                     ["kernels"], ["kernels", "show"], ["kernels", "preview"]])
+def test_every_help_shows_an_example_of_its_command(cli, command):
+    result = cli(*command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.decode().split())
+    assert f"Example: convfilter {' '.join(command)}".rstrip() in text
+
+
+def test_help_keeps_square_brackets_of_toml_tables(cli):
+    words = cli("run", "--help").stdout.decode().split()
+    text = " ".join(word for word in words if word != "│")  # the panel's border where a line wraps
+    assert "A pipeline file (TOML): [[step]] tables run in order." in text
 
 
 @pytest.mark.parametrize("args", [["--help"], ["kernels"], ["kernels", "show", "sobel-x"], ["apply", "--help"]])
