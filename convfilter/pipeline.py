@@ -249,10 +249,12 @@ def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) 
     for top in range(0, rows, band):
         bottom = min(rows, top + band)
         x = source[..., top * stride: (bottom - 1) * stride + size, :]
+        if x.dtype != torch.uint8:  # torch has no maximum for uint16 on the CPU, nor adds it to int32
+            x = x.to(torch.int32)
         if mode == "avg":
-            x = pooling.whole_windows(x.to(dtype), size, stride, "sum").float().div_(size * size).round_()
-        else:  # torch has no maximum for uint16 on the CPU
-            x = pooling.whole_windows(x if x.dtype == torch.uint8 else x.to(torch.int32), size, stride, mode)
+            x = pooling.whole_windows(x, size, stride, "sum", dtype).float().div_(size * size).round_()
+        else:
+            x = pooling.whole_windows(x, size, stride, mode)
         result[..., top:bottom, :] = x.numpy()
     return result
 
