@@ -22,6 +22,7 @@ PATH_VARIABLE = "CONVFILTER_KERNEL_PATH"
 KERNEL_SUFFIXES = (".toml", ".txt")  # what a name matches in a search directory, in this order
 TOML_KEYS = ("weights", "description", "scale", "bias", "normalize", "range")
 INLINE_NAME = "custom"
+FLOAT32_MAX = 3.4028234663852886e38  # the pipeline runs in float32: every value must fit in it
 
 Matrix = tuple[tuple[float, ...], ...]
 
@@ -51,14 +52,23 @@ class Kernel:
     def weights(self, flip: bool = False) -> Matrix:
         """The effective cross-correlation weights: divided by their sum if `normalize`, times
         `scale`, and rotated 180 degrees if `flip` (true convolution)."""
-        factor = self.scale
+        factor, how = self.scale, [f"scale {self.scale:g}"] if self.scale != 1 else []
         if self.normalize:
             total = math.fsum(v for row in self.raw_weights for v in row)
             if abs(total) < 1e-12:
                 raise KernelError(f"{self.origin}: cannot normalize: the weights sum to 0")
             factor /= total
-        rows = self.raw_weights[::-1] if flip else self.raw_weights
-        return tuple(tuple(v * factor for v in (row[::-1] if flip else row)) for row in rows)
+            how.insert(0, f"normalize (the weights sum to {total:g})")
+        weights = tuple(tuple(v * factor for v in row) for row in self.raw_weights)
+        for i, row in enumerate(weights):
+            for j, value in enumerate(row):
+                if not abs(value) <= FLOAT32_MAX:
+                    raise KernelError(
+                        f"{self.origin}: the weight in row {i + 1}, column {j + 1} becomes {value:g} after "
+                        f"{' and '.join(how)}, {_OUT_OF_RANGE}"
+                    )
+        rows = weights[::-1] if flip else weights
+        return tuple(row[::-1] if flip else row for row in rows)
 
     def with_options(self, *, normalize=None, scale=None, bias=None, range=None) -> Kernel:
         """A copy with the command-line settings (those not None) replacing the file's."""
@@ -89,8 +99,12 @@ def shape_of(weights: Matrix) -> Shape:
 # ---------------------------------------------------------------------------- numbers and matrices
 
 
+_OUT_OF_RANGE = f"out of float32's range (magnitudes up to {FLOAT32_MAX:.8g})"
+
+
 def parse_number(text: object, where: str) -> float:
-    """A finite float from a number or a string like '0.5', '-1/9', '2e-3'."""
+    """A float from a number or a string like '0.5', '-1/9', '2e-3': finite, and within float32's
+    range, which the pipeline computes in."""
     if isinstance(text, bool):
         raise KernelError(f"{where}: expected a number, got {str(text).lower()}")
     if isinstance(text, (int, float)):
@@ -107,6 +121,8 @@ def parse_number(text: object, where: str) -> float:
         raise KernelError(f"{where}: expected a number, got {type(text).__name__} {text!r}")
     if not math.isfinite(value):
         raise KernelError(f"{where}: value {text!r} is not finite")
+    if abs(value) > FLOAT32_MAX:
+        raise KernelError(f"{where}: value {text!r} is {_OUT_OF_RANGE}")
     return value
 
 
@@ -118,6 +134,8 @@ def _matrix(rows: list[list[object]], row_where: list[str], origin: str) -> Matr
     for i, row in enumerate(rows):
         if not row:
             raise KernelError(f"{row_where[i]}: empty row")
+        if "" in row:
+            raise KernelError(f"{row_where[i]}: empty value at position {row.index('') + 1}")
         if len(row) != width:
             raise KernelError(
                 f"{row_where[i]}: expected {width} values like the first row, got {len(row)}"
@@ -129,12 +147,13 @@ def _matrix(rows: list[list[object]], row_where: list[str], origin: str) -> Matr
     return tuple(tuple(parse_number(v, row_where[i]) for v in row) for i, row in enumerate(rows))
 
 
-_SEPARATORS = re.compile(r"[\s,]+")
-
-
 def _split_values(text: str) -> list[str]:
-    text = text.strip().strip(",").strip()
-    return _SEPARATORS.split(text) if text else []
+    """A row's values, split by commas and/or whitespace. One trailing comma is allowed (as in
+    '1, 2, 3,'); any other comma with no value before it gives '' (an empty value, refused)."""
+    text = text.strip()
+    if text.endswith(","):
+        text = text[:-1].rstrip()
+    return [value for piece in text.split(",") for value in (piece.split() or [""])] if text else []
 
 
 def parse_plain(text: str, origin: str) -> Kernel:
@@ -312,6 +331,9 @@ def resolve(spec: str) -> Kernel:
     path = Path(spec).expanduser()
     if _is(Path.is_file, path):
         return load_file(path)
+    if not spec.strip():
+        raise KernelError(f"empty kernel spec {spec!r}; give a kernel name, file or inline matrix "
+                          "(see 'convfilter kernels')")
     if _NAME.fullmatch(spec):
         for directory in search_dirs():
             for suffix in KERNEL_SUFFIXES:

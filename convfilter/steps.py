@@ -137,8 +137,10 @@ def _conv(table: dict, name: Naming) -> ConvStep:
         _choice("range", table["range"], RANGES)
     repeat = _at_least_one(name("repeat"), table.get("repeat", 1))
     stride = _at_least_one(name("stride"), table.get("stride", 1))
+    # finite and within float32, as a kernel file's scale and bias must be
+    scale, bias = (kernels.parse_number(table[key], name(key)) if key in table else None for key in ("scale", "bias"))
     kernel = kernels.resolve(table["kernel"]).with_options(
-        normalize=table.get("normalize"), scale=table.get("scale"), bias=table.get("bias"), range=table.get("range")
+        normalize=table.get("normalize"), scale=scale, bias=bias, range=table.get("range")
     )
     return ConvStep(
         name=kernel.name,

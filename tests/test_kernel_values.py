@@ -1,0 +1,186 @@
+"""Values a kernel step may hold (finite, within float32's range), empty values in kernel rows, and
+an empty kernel spec: each a usage error (exit 2), one line naming where the value came from."""
+
+from __future__ import annotations
+
+import pytest
+
+from convfilter import kernels
+from convfilter.errors import KernelError
+
+RANGE = "out of float32's range (magnitudes up to 3.4028235e+38)"
+
+
+def error(message: str) -> str:
+    return f"convfilter: error: {message}\n"
+
+
+# ---------------------------------------------------------------------------- --scale, --bias and scale, bias
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--scale", "nan", "--scale: value nan is not finite"),
+        ("--scale", "inf", "--scale: value inf is not finite"),
+        ("--scale", "-inf", "--scale: value -inf is not finite"),
+        ("--scale", "1e39", f"--scale: value 1e+39 is {RANGE}"),
+        ("--bias", "nan", "--bias: value nan is not finite"),
+        ("--bias", "inf", "--bias: value inf is not finite"),
+        ("--bias", "-1e39", f"--bias: value -1e+39 is {RANGE}"),
+    ],
+)
+def test_scale_and_bias_options_must_be_finite_in_float32(cli, camera_copy, option, value, message):
+    out = camera_copy.parent / "out.png"
+    result = cli("apply", camera_copy, "-k", "sharpen", option, value, "-o", out)
+    assert (result.exit_code, result.stderr) == (2, error(message))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("scale = nan", "'scale': value nan is not finite"),
+        ("scale = -inf", "'scale': value -inf is not finite"),
+        ("scale = 1e39", f"'scale': value 1e+39 is {RANGE}"),
+        ("bias = nan", "'bias': value nan is not finite"),
+        ("bias = 1e39", f"'bias': value 1e+39 is {RANGE}"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "export"])
+def test_scale_and_bias_in_a_pipeline_file_must_be_finite_in_float32(cli, camera_copy, command, setting, message):
+    recipe = camera_copy.parent / "p.toml"
+    recipe.write_text(f'[[step]]\nkernel = "identity"\n\n[[step]]\nkernel = "blur"\n{setting}\n')
+    out = camera_copy.parent / ("out.png" if command == "run" else "out.pt2")
+    args = ("run", recipe, camera_copy, "-o", out) if command == "run" else ("export", recipe, "-o", out)
+    result = cli(*args)
+    assert (result.exit_code, result.stderr) == (2, error(f"pipeline file '{recipe}', step 2 (line 4): {message}"))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("weights = [[1]]\nscale = 1e39\n", f"line 2: 'scale': value 1e+39 is {RANGE}"),
+        ("weights = [[1]]\nbias = -1e39\n", f"line 2: 'bias': value -1e+39 is {RANGE}"),
+        ("weights = [[1, 1e39]]\n", f"line 1: value 1e+39 is {RANGE}"),
+        ("weights = [[1, '-1e39']]\n", f"line 1: value '-1e39' is {RANGE}"),
+        ("weights = [[1e30, 1]]\nscale = 1e10\n",
+         f": the weight in row 1, column 1 becomes 1e+40 after scale 1e+10, {RANGE}"),
+        ("weights = [[1e30, -1e30, 1e-11]]\nnormalize = true\n",
+         f": the weight in row 1, column 1 becomes 1e+41 after normalize (the weights sum to 1e-11), {RANGE}"),
+    ],
+)
+@pytest.mark.parametrize("command", ["apply", "show"])
+def test_kernel_file_values_must_be_finite_in_float32(cli, camera_copy, command, text, message):
+    kernel = camera_copy.parent / "k.toml"
+    kernel.write_text(text)
+    out = camera_copy.parent / "out.png"
+    args = ("apply", camera_copy, "-k", kernel, "-o", out) if command == "apply" else ("kernels", "show", kernel)
+    result = cli(*args)
+    separator = "" if message.startswith(":") else ", "
+    assert (result.exit_code, result.stderr) == (2, error(f"kernel file '{kernel}'{separator}{message}"))
+    assert result.stdout == b""
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--scale", "1e10"], f"the weight in row 1, column 2 becomes -1e+40 after scale 1e+10, {RANGE}"),
+        (["--normalize", "--scale", "-2"],
+         f"the weight in row 1, column 2 becomes 2e+40 after normalize (the weights sum to 1e-10) and scale -2, {RANGE}"),
+    ],
+)
+def test_options_that_make_the_effective_weights_overflow(cli, camera_copy, options, message):
+    out = camera_copy.parent / "out.png"
+    result = cli("apply", camera_copy, "-k", "1e-10 -1e30 1e30", *options, "-o", out)
+    assert (result.exit_code, result.stderr) == (2, error(f"inline kernel '1e-10 -1e30 1e30': {message}"))
+    assert not out.exists()
+
+
+def test_values_up_to_the_float32_maximum_are_accepted():
+    largest = kernels.FLOAT32_MAX
+    assert kernels.parse_number(largest, "x") == largest
+    assert kernels.parse_number(-largest, "x") == -largest
+    kernel = kernels.resolve("1, -1, 0.5").with_options(scale=largest, bias=-largest)
+    assert kernel.weights() == ((largest, -largest, largest / 2),)
+    above = largest * (1 + 2 ** -52)
+    with pytest.raises(KernelError) as raised:
+        kernels.parse_number(above, "x")
+    assert str(raised.value) == f"x: value {above!r} is {RANGE}"
+
+
+# ---------------------------------------------------------------------------- empty values in a row
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("1,,2", "inline kernel '1,,2', row 1: empty value at position 2"),
+        ("1 2, ,3", "inline kernel '1 2, ,3', row 1: empty value at position 3"),
+        ("1,2;3,,", "inline kernel '1,2;3,,', row 2: empty value at position 2"),
+        (",1,2", "inline kernel ',1,2', row 1: empty value at position 1"),
+        ("1;;2", "inline kernel '1;;2', row 2: empty row"),
+    ],
+)
+def test_an_empty_value_in_an_inline_kernel_is_refused(cli, spec, message):
+    result = cli("kernels", "show", spec)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, b"", error(message))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1,,2\n", "line 1: empty value at position 2"),
+        ("# c\n1 2 3\n4,\t,5 6\n", "line 3: empty value at position 2"),
+        ("1 2\n,3 4\n", "line 2: empty value at position 1"),
+    ],
+)
+def test_an_empty_value_in_a_plain_kernel_file_is_refused(cli, tmp_path, text, message):
+    path = tmp_path / "k.txt"
+    path.write_text(text)
+    result = cli("kernels", "show", path)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, b"", error(f"kernel file '{path}', {message}"))
+
+
+def test_an_empty_string_in_a_toml_row_is_an_empty_value(tmp_path):
+    path = tmp_path / "k.toml"
+    path.write_text('weights = [\n  [1, 2],\n  [3, ""],\n]\n')
+    with pytest.raises(KernelError) as raised:
+        kernels.resolve(str(path))
+    assert str(raised.value) == f"kernel file '{path}', line 3: empty value at position 2"
+
+
+@pytest.mark.parametrize(
+    "spec, weights",
+    [
+        ("1 2  3", ((1, 2, 3),)),
+        ("1,2,3,", ((1, 2, 3),)),  # one trailing comma, as in a Python list
+        ("1, 2, 3, ", ((1, 2, 3),)),
+        ("1 ,2\t, 3", ((1, 2, 3),)),
+        ("1,2,; 3,4,;", ((1, 2), (3, 4))),
+    ],
+)
+def test_separators_that_stay_valid(spec, weights):
+    assert kernels.resolve(spec).weights() == weights
+
+
+def test_plain_file_rows_with_trailing_commas_and_runs_of_spaces(tmp_path):
+    path = tmp_path / "k.txt"
+    path.write_text("1,  2,\t3,\n4    5 6  # comment\n,\n")  # a lone comma is a blank row
+    assert kernels.resolve(str(path)).weights() == ((1, 2, 3), (4, 5, 6))
+
+
+# ---------------------------------------------------------------------------- an empty spec
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_an_empty_kernel_spec(cli, camera_copy, spec):
+    message = error(f"empty kernel spec {spec!r}; give a kernel name, file or inline matrix (see 'convfilter kernels')")
+    out = camera_copy.parent / "out.png"
+    result = cli("apply", camera_copy, "-k", spec, "-o", out)
+    assert (result.exit_code, result.stderr) == (2, message)
+    assert not out.exists()
+    result = cli("kernels", "show", spec)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, b"", message)
