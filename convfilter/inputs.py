@@ -3,15 +3,17 @@
 Pure file-system walking, no image is opened here. Directory walks take the image suffixes
 below, skip hidden files and folders, follow symbolic links to folders but never into a loop,
 and come out sorted, so the list (and every --shard slice of it) is the same on every run.
+A glob is walked the same way from its fixed part and takes the files it matches, whatever
+their suffix; folders it matches are not inputs of their own.
 """
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Hashable, Iterable, Iterator
 
 from convfilter.errors import UsageError
 
@@ -43,33 +45,101 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def walk(directory: str, recursive: bool) -> list[Source]:
-    """The image files in `directory` (and below, if `recursive`), sorted by relative path."""
-    found, visited = [], set()
-    for root, dirs, files in os.walk(directory, followlinks=True):
+def _folders(
+    top: str, start: Hashable, step: Callable[[Hashable, str], Hashable | None]
+) -> Iterator[tuple[str, Hashable, list[str]]]:
+    """(folder, its state, its file names) for `top` and the non-hidden folders below it that
+    `step(parent's state, name)` enters (None: not), following symbolic links to folders. A link
+    back up to a folder above is never entered (no loop), and a folder reached two ways in the
+    same state is listed once."""
+    pending, visited = {top: (start, frozenset())}, set()
+    for root, dirs, files in os.walk(top, followlinks=True):
+        state, above = pending.pop(root)
         try:
             stat = os.stat(root)
         except OSError:
             dirs[:] = []
             continue
-        if (stat.st_dev, stat.st_ino) in visited:  # a symbolic link back into the walk
+        folder = (stat.st_dev, stat.st_ino)
+        if folder in above or (folder, state) in visited:
             dirs[:] = []
             continue
-        visited.add((stat.st_dev, stat.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        found.extend(os.path.join(root, name) for name in files if is_image_name(name))
-    found.sort(key=lambda path: Path(os.path.relpath(path, directory)).parts)
-    return [Source(path, base=directory) for path in found]
+        visited.add((folder, state))
+        entered = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            below = step(state, name)
+            if below is not None:
+                pending[os.path.join(root, name)] = (below, above | {folder})
+                entered.append(name)
+        dirs[:] = entered
+        yield root, state, files
 
 
-def _glob_base(pattern: str) -> str:
-    """The directory part of a pattern before its first wildcard ('photos/**/*.jpg' -> 'photos')."""
-    parts = []
-    for part in Path(pattern).parts[:-1]:
-        if _GLOB_CHARS & set(part):
-            break
-        parts.append(part)
-    return str(Path(*parts)) if parts else "."
+def _by_relative_path(paths: list[str], top: str) -> list[Source]:
+    """Sources found below `top`, sorted by their path below it (the order of every run and shard)."""
+    paths = sorted(paths, key=lambda path: Path(os.path.relpath(path, top)).parts)
+    return [Source(path, base=top) for path in paths]
+
+
+def walk(directory: str, recursive: bool) -> list[Source]:
+    """The image files in `directory` (and below, if `recursive`), sorted by relative path."""
+    found = [
+        os.path.join(root, name)
+        for root, _, files in _folders(directory, 0, lambda _, __: 0 if recursive else None)
+        for name in files
+        if is_image_name(name)
+    ]
+    return _by_relative_path(found, directory)
+
+
+def _split_glob(pattern: str) -> tuple[str, tuple[str, ...]]:
+    """The fixed folder before the first wildcard, and the parts after it
+    ('photos/**/*.jpg' -> 'photos', ('**', '*.jpg')). A trailing '**' means every file below."""
+    parts = Path(pattern).parts
+    fixed = 0
+    while fixed < len(parts) - 1 and not _GLOB_CHARS & set(parts[fixed]):
+        fixed += 1
+    rest = parts[fixed:] + (("*",) if parts[-1] == "**" else ())
+    return (str(Path(*parts[:fixed])) if fixed else "."), rest
+
+
+def _with_empty_stars(parts: tuple[str, ...], positions: Iterable[int]) -> frozenset[int]:
+    """`positions` and those past any '**' there ('**' may match no folder at all)."""
+    positions = set(positions)
+    for index, part in enumerate(parts):
+        if index in positions and part == "**":
+            positions.add(index + 1)
+    return frozenset(positions)
+
+
+def _after(parts: tuple[str, ...], positions: frozenset[int], name: str) -> frozenset[int]:
+    """Glob matching as a set of positions in `parts` (how many parts the path so far matched):
+    those reached by one more path component `name`. '**' matches it and stays."""
+    reached = (
+        index + (parts[index] != "**")
+        for index in positions
+        if index < len(parts) and fnmatch.fnmatch(name, parts[index])
+    )
+    return _with_empty_stars(parts, reached)
+
+
+def _glob(pattern: str) -> list[Source]:
+    """The non-hidden files that `pattern` matches, found by walking its fixed part like a
+    directory (entering only folders that can lead to a match), sorted by path below it; their
+    outputs mirror that path. Folders the pattern matches are not inputs of their own."""
+    base, parts = _split_glob(pattern)
+
+    def enter(positions: frozenset[int], name: str) -> frozenset[int] | None:
+        positions = frozenset(index for index in _after(parts, positions, name) if index < len(parts))
+        return positions or None  # None: no file below it can match
+
+    found = [
+        os.path.join(root, name)
+        for root, positions, files in _folders(base, _with_empty_stars(parts, {0}), enter)
+        for name in files
+        if not name.startswith(".") and len(parts) in _after(parts, positions, name)
+    ]
+    return _by_relative_path([os.path.normpath(path) if base == "." else path for path in found], base)
 
 
 def _expand_one(argument: str, recursive: bool, literal: bool) -> tuple[list[Source], bool]:
@@ -77,14 +147,7 @@ def _expand_one(argument: str, recursive: bool, literal: bool) -> tuple[list[Sou
     if os.path.isdir(argument):
         return walk(argument, recursive), True
     if not literal and _GLOB_CHARS & set(argument) and not os.path.lexists(argument):
-        base = _glob_base(argument)
-        sources = []
-        for match in sorted(glob.glob(argument, recursive=True)):
-            if os.path.isdir(match):
-                sources.extend(walk(match, recursive))
-            elif not Path(match).name.startswith("."):
-                sources.append(Source(match, base=base))
-        return sources or [Source(argument)], True  # no match: a per-file "no such file"
+        return _glob(argument) or [Source(argument)], True  # no match: a per-file "no such file"
     return [Source(argument)], False
 
 
