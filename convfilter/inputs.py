@@ -10,6 +10,7 @@ their suffix; folders it matches are not inputs of their own.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,23 @@ def _expand_one(argument: str, recursive: bool, literal: bool) -> tuple[list[Sou
     if not literal and _GLOB_CHARS & set(argument) and not os.path.lexists(argument):
         return _glob(argument) or [Source(argument)], True  # no match: a per-file "no such file"
     return [Source(argument)], False
+
+
+def outside(sources: list[Source], folder: str) -> list[Source]:
+    """`sources` less the files that a directory walk or glob found in `folder` when that folder
+    lies inside the walked tree: an -o folder inside the input folder holds an earlier run's
+    outputs, not inputs (a rerun with --skip-existing resumes). Files named one by one are kept,
+    and so is everything when `folder` is the walked folder itself (planning refuses those)."""
+    real = functools.cache(os.path.realpath)
+    target = Path(real(folder))
+
+    def earlier_output(source: Source) -> bool:
+        if source.base is None:
+            return False
+        top, found_in = Path(real(source.base)), Path(real(os.path.dirname(source.path) or "."))
+        return top != target and target.is_relative_to(top) and found_in.is_relative_to(target)
+
+    return [source for source in sources if not earlier_output(source)]
 
 
 def read_list(stream: BinaryIO, null: bool) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from convfilter.errors import UsageError
 from convfilter.imageio import STDIO, format_for
-from convfilter.inputs import Source
+from convfilter.inputs import Source, outside
 
 STDIN_NAME = "stdin.png"  # the input name of standard input, where an output name needs one
 
@@ -109,9 +109,11 @@ def plan(
     batch: bool = False,
 ) -> list[Job]:
     """The jobs for `sources`, output names by CONTRACT §6, formats and collisions checked up front."""
+    batch = batch or len(sources) > 1
+    if batch and output not in (None, STDIO):
+        sources = outside(sources, output)  # an earlier run's outputs in the walked tree are not inputs
     if not sources:
         raise UsageError("no input images: give image files or directories, or pipe one on standard input")
-    batch = batch or len(sources) > 1
     if batch and output == STDIO:
         raise UsageError(f"-o - writes one image to standard output; {len(sources)} inputs were given")
     if batch and output is not None and Path(output).is_file():

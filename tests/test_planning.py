@@ -143,6 +143,29 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
         plan([Source(a, base=str(tmp_path))], str(tmp_path), "blur", batch=True)
 
 
+@pytest.mark.parametrize("argument, expected", [
+    ("photos", [("photos/a.png", "photos/out/a.png"), ("photos/sub/b.png", "photos/out/sub/b.png")]),
+    ("photos/**/*.png", [("photos/a.png", "photos/out/a.png"), ("photos/sub/b.png", "photos/out/sub/b.png")]),
+    ("photos/*/*.png", [("photos/sub/b.png", "photos/out/sub/b.png")]),
+])
+def test_an_output_folder_inside_the_input_tree_is_not_an_input(tmp_path, monkeypatch, argument, expected):
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/a.png", "photos/sub/b.png", "photos/out/a.png", "photos/out/sub/b.png")  # a first run
+    expansion = expand([argument], recursive=True)
+    for output in ("photos/out", "photos/out/", str(tmp_path / "photos" / "out")):
+        jobs = plan(expansion.sources, output, "sharpen", batch=expansion.batch)
+        assert [(j.source, os.path.relpath(j.target)) for j in jobs] == expected  # resumable: outputs exist
+
+
+def test_an_output_folder_that_is_the_input_folder_or_a_named_input_is_still_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/a.png", "photos/out/a.png")
+    with pytest.raises(UsageError, match="output 'photos/a.png' is the input 'photos/a.png'"):
+        plan(expand(["photos"], recursive=True).sources, "photos/", "sharpen", batch=True)
+    with pytest.raises(UsageError, match="output 'photos/out/a.png' is the input 'photos/out/a.png'"):
+        plan(expand(["photos/out/a.png", "photos"]).sources, "photos/out", "sharpen", batch=True)
+
+
 def test_batch_output_must_be_a_directory(tmp_path):
     existing = tmp_path / "file.png"
     existing.write_bytes(b"")
