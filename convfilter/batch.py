@@ -56,7 +56,7 @@ def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:
     if checked is not None:
         return checked
     try:
-        if _plain_jpeg(job.source, options):
+        if Path(job.source).is_file() and _plain_jpeg(job.source, options):  # a pipe is read once, by Pillow's path
             data = Path(job.source).read_bytes()
             return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8))
     except Exception:  # not readable or not an image: Pillow's path says why, in its words

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -58,9 +60,14 @@ def read_image(
     else:
         stream = Path(source)
         try:
-            if stream.is_dir():
+            info = stream.stat()
+            if stat.S_ISDIR(info.st_mode):
                 raise InputError("is a directory, not an image file")
-            size = stream.stat().st_size
+            if stat.S_ISFIFO(info.st_mode):  # a pipe: <(...), a piped /dev/stdin, a named FIFO
+                return read_image(_read_pipe(stream, max_pixels), max_pixels, background, color)
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError("is a device, not an image file")
+            size = info.st_size
             if size == 0:
                 raise InputError("empty file")
         except FileNotFoundError:
@@ -96,6 +103,29 @@ def read_image(
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
             struct.error, zlib.error) as error:  # what Pillow's decoders raise on damaged data
         raise InputError(f"truncated or corrupt image: {error}") from None
+
+
+def read_stream(stream: BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Every byte of standard input or a pipe, up to what a file of an image within max_pixels
+    can hold (8 bytes a pixel, 16-bit RGBA uncompressed, and 16 MB of headers): an endless
+    stream is an error, not all of the machine's memory."""
+    limit = 8 * max_pixels + (16 << 20)
+    chunks, size = [], 0
+    while chunk := stream.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"more than {limit} bytes: larger than any image within --max-pixels {max_pixels}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_pipe(path: Path, max_pixels: int) -> bytes:
+    """A pipe given by name, read like standard input. Opened without waiting for a writer, so
+    a FIFO that nobody writes to reads as empty instead of hanging the run."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb") as stream:
+        os.set_blocking(descriptor, True)
+        return read_stream(stream, max_pixels)
 
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")

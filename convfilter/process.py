@@ -141,7 +141,7 @@ def load_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobRe
 def decode_job(job: Job, options: WriteOptions, stdin: BinaryIO) -> Loaded | JobResult:
     """Read and decode a job's input (its target already checked)."""
     def load() -> Loaded:
-        source = stdin.read() if job.source == imageio.STDIO else job.source
+        source = imageio.read_stream(stdin, options.max_pixels) if job.source == imageio.STDIO else job.source
         return Loaded(job, imageio.read_image(source, options.max_pixels, options.background, options.color))
 
     return guarded(job, options, load)

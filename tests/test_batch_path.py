@@ -162,3 +162,19 @@ def test_the_cpu_default_never_takes_the_batch_path(cli, folder, tmp_path, monke
     result = cli("apply", folder / "wide0.jpg", folder / "wide1.jpg", "-k", "sharpen", "-o", tmp_path / "o/",
                  "--device", "cpu")
     assert result.exit_code == 0
+
+
+def test_a_fifo_in_a_batch_is_one_error_not_a_hang(tmp_path):
+    """The batch path checks JPEGs with Pillow before it reads them; a pipe must not be opened
+    there (a FIFO nobody writes to would wait forever), only once, by the per-file reading."""
+    import os
+
+    from conftest import run_process
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    Image.open(ASTRONAUT).save(tmp_path / "photo.jpg")
+    done = run_process("apply", tmp_path / "pipe.jpg", tmp_path / "photo.jpg", "-k", "blur", "--batch", "2",
+                       "--device", "cpu", "-o", tmp_path / "out/", "-q")
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[0] == f"convfilter: error: '{tmp_path / 'pipe.jpg'}': empty input (no bytes)"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.jpg"]

@@ -145,3 +145,68 @@ def test_to_array_falls_back_when_pillow_does_not_map_the_buffer(monkeypatch):
     copied = imageio.to_array(image)
     monkeypatch.setattr(Image, "frombuffer", lambda *a, **k: Image.new("L", image.size))  # not mapped
     assert np.array_equal(imageio.to_array(image), copied)
+
+
+def _fifo(tmp_path, name="pipe.png"):
+    path = tmp_path / name
+    os.mkfifo(path)
+    return path
+
+
+def _in_thread(function, *args, seconds=60):
+    """function(*args) in a thread that must end within `seconds` (a hang fails, not blocks CI)."""
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args)
+        except Exception as error:  # handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{function.__name__} still running after {seconds} s"
+    return outcome
+
+
+def test_a_pipe_given_by_name_is_read_like_standard_input():
+    """Process substitution, <(...): a path in /dev/fd to a pipe whose writer is running. Its
+    size says 0, and it holds more than the pipe's 64 KB buffer."""
+    import threading
+
+    read_end, write_end = os.pipe()
+
+    def write():
+        with open(write_end, "wb") as stream:
+            stream.write(CAMERA.read_bytes())
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        outcome = _in_thread(imageio.read_image, f"/dev/fd/{read_end}")
+    finally:
+        os.close(read_end)
+    writer.join(60)
+    assert np.array_equal(outcome["value"], np.asarray(Image.open(CAMERA)))
+
+
+def test_a_fifo_nobody_writes_to_is_empty_not_a_hang(tmp_path):
+    outcome = _in_thread(imageio.read_image, _fifo(tmp_path))
+    assert str(outcome["error"]) == "empty input (no bytes)"
+
+
+def test_a_device_is_refused():
+    with pytest.raises(imageio.InputError, match="^is a device, not an image file$"):
+        imageio.read_image("/dev/zero")
+
+
+def test_an_endless_stream_stops_at_what_an_image_within_max_pixels_can_hold():
+    import io
+
+    limit = 8 * 1000 + (16 << 20)
+    assert len(imageio.read_stream(io.BytesIO(bytes(limit)), max_pixels=1000)) == limit
+    with pytest.raises(imageio.InputError, match=f"^more than {limit} bytes: larger than any image within "):
+        imageio.read_stream(io.BytesIO(bytes(limit + 1)), max_pixels=1000)
