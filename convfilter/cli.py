@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 import warnings
@@ -270,7 +271,13 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write image data to a terminal; use -o FILE or a pipe")
+    if to_stdout:
+        _check_stdout_is_no_input(jobs)
     if run.dry_run:
+        if run.json:
+            plan = [{"input": job.source, "output": job.target} for job in jobs]
+            print(json.dumps({"dry_run": True, "files": plan}, indent=2))
+            return
         for job in jobs:
             print(f"{job.source} -> {job.target if job.target is not None else '(shown only)'}")
         return
@@ -328,6 +335,25 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         raise KeyboardInterrupt
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _check_stdout_is_no_input(jobs: list) -> None:
+    """`-o - >> photo.png` (or `> photo.png` after the shell has emptied it): standard output is
+    the input file itself, which convfilter never writes (as `cat` refuses "input file is output
+    file")."""
+    try:
+        output = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file descriptor (tests, embedding)
+        return
+    if not stat.S_ISREG(output.st_mode):
+        return
+    for job in jobs:
+        # a missing input fails on its own, when it is read
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            source = os.fstat(sys.stdin.fileno()) if job.source == "-" else os.stat(job.source)
+            if (source.st_dev, source.st_ino) == (output.st_dev, output.st_ino):
+                what = "the same file as standard input" if job.source == "-" else f"the input {job.source!r}"
+                raise UsageError(f"standard output is {what}; convfilter never overwrites an input")
 
 
 def _batch_size(run: RunOptions, steps: list[Step], jobs: list) -> int | None:

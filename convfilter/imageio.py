@@ -6,6 +6,7 @@ never replaces an existing file unless asked to.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -237,6 +238,10 @@ def format_for(name: str) -> str:
     if fmt is None or fmt not in Image.SAVE:
         known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE})
         raise UsageError(f"unknown output format {name!r}; choose from {' '.join(known)}")
+    try:  # before any file is read or any folder made: XBM, MSP and Palm take 1-bit images only
+        Image.new("L", (16, 16)).save(io.BytesIO(), format=fmt)
+    except Exception as error:  # Pillow's writers raise OSError, ValueError, ...
+        raise UsageError(f"output format {name!r} ({fmt}) cannot hold a grayscale image: {error}") from None
     return fmt
 
 
@@ -294,8 +299,23 @@ def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encodi
     """Encode fully in memory first, so a failed encode writes nothing to the stream."""
     buffer = io.BytesIO()
     encode(array, fmt, buffer, encoding)
-    stream.write(buffer.getvalue())
-    stream.flush()
+    try:
+        stream.write(buffer.getvalue())
+        stream.flush()
+    except BrokenPipeError:  # the reader (head, a crashed program) stopped before the end
+        _discard_standard_output()
+        raise OutputError("standard output was closed before the whole image was written") from None
+
+
+def _discard_standard_output() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of what is still
+    buffered does not fail again with a second message (the way Python's documentation advises)."""
+    import sys
+
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file: nothing to flush later
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.close(descriptor)
 
 
 def show_image(array: np.ndarray) -> None:

@@ -193,6 +193,7 @@ def pool_step(*, size: int | None = None, stride: int | None = None, mode: str, 
 
 
 def op_name(steps: list[Step]) -> str:
-    """The `<op>` of default output names: step names joined by '+' (kernel names, `pool<K>`, ...)."""
-    return "+".join(step.name for step in steps)
+    """The `<op>` of default output names: step names joined by '+' (kernel names, `pool<K>`, ...);
+    a kernel repeated N times is named N times, as when it is given N times."""
+    return "+".join(step.name for step in steps for _ in range(getattr(step, "repeat", 1)))
 

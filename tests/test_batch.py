@@ -115,6 +115,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, tree, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_dry_run_with_json_prints_the_plan_as_json(cli, tree, tmp_path):
+    import json
+
+    result = cli("apply", tree, "-r", "-k", "blur", "-o", tmp_path / "out", "--dry-run", "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is True
+    assert {"input": str(tree / "sub/deeper/e.png"), "output": str(tmp_path / "out/sub/deeper/e.png")} in document["files"]
+    assert len(document["files"]) == len(GOOD) + len(BAD)
+    assert not (tmp_path / "out").exists()
+
+
 def test_collisions_are_refused_before_anything_is_written(cli, tree, tmp_path):
     result = cli("apply", tree / "b.jpg", tree / "sub" / "b.png", "-k", "blur", "-o", tmp_path / "out", "--format", "png")
     assert result.exit_code == 2

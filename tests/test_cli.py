@@ -74,6 +74,7 @@ def test_flip_is_true_convolution(cli, camera_copy, camera, tmp_path):
     [
         (["apply", "-k", "sharpen"], "photo_sharpen.png"),
         (["apply", "-k", "blur", "-k", "edge"], "photo_blur+edge.png"),
+        (["apply", "-k", "blur", "--repeat", "2", "-k", "edge"], "photo_blur+blur+edge+edge.png"),
         (["apply", "-k", "0,-1,0;-1,5,-1;0,-1,0"], "photo_custom.png"),
         (["apply", "-k", "sharpen", "--format", "jpg"], "photo_sharpen.jpg"),
         (["pool", "--size", "3"], "photo_pool3.png"),
@@ -443,3 +444,47 @@ def test_the_cpu_path_never_imports_torchvision(tmp_path, device):
     assert done.returncode == 0, done.stderr.decode()
     assert max_diff(gray(tmp_path / "x.png"), opencv_filter(gray(CAMERA), kernels.resolve("sharpen").weights(),
                                                             "reflect")) <= 1
+
+
+@pytest.mark.parametrize("how", [["-o", "out/", "--format", "xbm"], ["-o", "-", "--format", "xbm"], ["-o", "x.xbm"],
+                                 ["-o", "out/", "--format", "msp"]])
+def test_a_format_that_cannot_hold_grayscale_is_refused_before_anything_is_made(cli, camera_copy, how):
+    fmt = how[-1].split(".")[-1]
+    result = cli("apply", camera_copy, camera_copy.parent / "other.png", "-k", "blur", *how) if how[1] == "out/" \
+        else cli("apply", camera_copy, "-k", "blur", *how)
+    assert result.exit_code == 2
+    assert re.fullmatch(rf"convfilter: error: output format '\.?{fmt}' \(\w+\) cannot hold a grayscale image: .+\n",
+                        result.stderr)
+    assert result.stdout == b""
+    assert not (camera_copy.parent / "out").exists() and not (camera_copy.parent / "x.xbm").exists()
+
+
+def test_standard_output_that_is_the_input_file_is_refused(tmp_path):
+    """`-o - >> photo.png`: the shell opens the input as standard output; nothing is appended."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(CAMERA.read_bytes())
+    for arguments, stdin, message in [
+        (["apply", photo, "-k", "blur", "-o", "-"], None, f"the input '{photo}'"),
+        (["apply", "-k", "blur"], photo, "the same file as standard input"),
+    ]:
+        with open(photo, "ab") as stdout, open(stdin or os.devnull, "rb") as source:
+            done = subprocess.run([sys.executable, "-m", "convfilter", *map(str, arguments)], stdin=source,
+                                  stdout=stdout, stderr=subprocess.PIPE, timeout=300)
+        assert done.returncode == 2
+        assert done.stderr.decode() == (f"convfilter: error: standard output is {message}; "
+                                        "convfilter never overwrites an input\n")
+        assert photo.read_bytes() == CAMERA.read_bytes()
+
+
+def test_a_reader_that_stops_early_is_one_error_line(tmp_path):
+    """`convfilter ... -o - | true`: the pipe closes before the image is written."""
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (400, 400), dtype=np.uint8)).save(big)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the first write breaks the pipe
+    with open(write_end, "wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "convfilter", "apply", str(big), "-k", "identity", "-o", "-"],
+                              stdout=stdout, stderr=subprocess.PIPE, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.decode() == (f"convfilter: error: '{big}': standard output was closed before the whole "
+                                    "image was written\n")
