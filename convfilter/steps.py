@@ -7,12 +7,13 @@ A step is described by a table — one `[[step]]` of a pipeline file, or what `a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 from convfilter import kernels
-from convfilter.errors import UsageError
+from convfilter.errors import KernelError, UsageError
 from convfilter.modes import (
     ADAPTIVE_POOL_MODES, BORDERS, DEFAULT_BORDER, DEFAULT_POOL_SIZE, DEFAULT_RANGE, POOL_MODES, RANGES,
     UPSAMPLE_MODES,
@@ -76,6 +77,10 @@ class UpsampleStep:
 Step = ConvStep | PoolStep | AdaptivePoolStep | UpsampleStep
 
 KINDS = ("kernel", "pool", "upsample")
+# The largest output a convolution may be able to give. float32 ends at 3.4e38; the factor left
+# is room for sums over the whole image (an FFT's, over up to 3e10 pixels), so that no value
+# becomes infinite or NaN on the way.
+OUTPUT_REACH = 1e28
 KEYS = {
     "kernel": ("kernel", "border", "normalize", "scale", "bias", "flip", "repeat", "stride", "range"),
     "pool": ("pool", "size", "stride", "ceil", "to", "seed"),
@@ -142,9 +147,16 @@ def _conv(table: dict, name: Naming) -> ConvStep:
     kernel = kernels.resolve(table["kernel"]).with_options(
         normalize=table.get("normalize"), scale=scale, bias=bias, range=table.get("range")
     )
+    weights = kernel.weights(flip=table.get("flip", False))
+    reach = 65535 * math.fsum(abs(v) for row in weights for v in row) + 257 * abs(kernel.bias)
+    if reach > OUTPUT_REACH:
+        raise KernelError(
+            f"{kernel.origin}: outputs could reach {reach:.3g} (65535 x the sum of the weights' magnitudes, "
+            f"plus the bias), more than {OUTPUT_REACH:.0e}, the room float32 leaves for the sums"
+        )
     return ConvStep(
         name=kernel.name,
-        weights=kernel.weights(flip=table.get("flip", False)),
+        weights=weights,
         bias=kernel.bias,
         border=border,
         range=kernel.range or DEFAULT_RANGE,

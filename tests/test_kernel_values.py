@@ -184,3 +184,36 @@ def test_an_empty_kernel_spec(cli, camera_copy, spec):
     assert not out.exists()
     result = cli("kernels", "show", spec)
     assert (result.exit_code, result.stdout, result.stderr) == (2, b"", message)
+
+
+# ---------------------------------------------------------------------------- outputs within float32
+
+
+@pytest.mark.parametrize("spec, extra", [("3e38,-3e38", []), ("1e37,1e37", ["--range", "stretch"]),
+                                          ("1, 1", ["--bias", "1e26"]), ("1e24, 1e24", [])])
+def test_weights_whose_outputs_could_overflow_float32_are_refused(cli, camera_copy, spec, extra):
+    """Each weight fits in float32, but their sums would not: once inf - inf = NaN, a silent
+    black or white image."""
+    out = camera_copy.parent / "out.png"
+    result = cli("apply", camera_copy, "-k", spec, *extra, "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"convfilter: error: inline kernel '{spec}': outputs could reach ")
+    assert result.stderr.endswith(", more than 1e+28, the room float32 leaves for the sums\n")
+    assert not out.exists()
+
+
+def test_large_weights_whose_outputs_fit_still_filter(cli, tmp_path):
+    """Just inside the limit: 65535 x 2e23 = 1.3e28 would be over, 65535 x 1e23 = 6.6e27 is not.
+    (Positive weights: with weights this large, float32's rounding of the products is far more
+    than a level, so a difference of two pixels would not cancel exactly.)"""
+    import numpy as np
+    from PIL import Image
+
+    source = np.random.default_rng(5).integers(0, 3, (40, 50), dtype=np.uint8)  # many 0s side by side
+    Image.fromarray(source).save(tmp_path / "in.png")
+    result = cli("apply", tmp_path / "in.png", "-k", "5e22, 5e22", "--border", "replicate", "-o", tmp_path / "out.png")
+    assert result.exit_code == 0, result.stderr
+    following = np.concatenate([source[:, 1:], source[:, -1:]], axis=1)
+    expected = np.where(source.astype(int) + following > 0, 255, 0)  # 0 only where both pixels are 0
+    assert (expected == 0).any() and (expected == 255).any()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)
