@@ -58,6 +58,8 @@ def sibling_dir(directory: str, op: str) -> str:
     path = Path(directory)
     if path.name in ("", ".", ".."):
         path = path.resolve()
+    if not path.name:  # the root folder has no name to add to, nor a folder beside it
+        raise UsageError(f"{directory!r} has no folder beside it to write into; give -o")
     return str(path.with_name(f"{path.name}_{op}"))
 
 

@@ -120,6 +120,12 @@ def test_directory_without_output_goes_to_a_sibling_directory(tree):
     assert jobs[3].target == str(tree.parent / "photos_blur" / "sub" / "c.png")
 
 
+def test_the_root_folder_without_output_is_a_usage_error():
+    """`convfilter apply / -r`: no folder beside / to write into (it raised ValueError)."""
+    with pytest.raises(UsageError, match=r"^'/' has no folder beside it to write into; give -o$"):
+        plan([Source("/a.png", base="/")], None, "blur", batch=True)
+
+
 def test_several_files_without_output_go_beside_each(tmp_path):
     jobs = plan([Source(str(tmp_path / "a.png")), Source(str(tmp_path / "b.jpg"))], None, "pool2")
     assert [j.target for j in jobs] == [str(tmp_path / "a_pool2.png"), str(tmp_path / "b_pool2.jpg")]
