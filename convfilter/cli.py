@@ -218,6 +218,9 @@ def _check(run: RunOptions) -> None:
         raise UsageError(f"--jobs must be at least 1, got {run.jobs}")
     if run.null and run.from_list is None:
         raise UsageError("--null describes a --from list; give --from FILE or --from -")
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if run.show and sys.platform.startswith("linux") and not display:  # a viewer would fail later, after exit 0
+        raise UsageError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set; use -o FILE")
 
 
 def _listed(run: RunOptions) -> list[str]:

@@ -171,9 +171,25 @@ def test_quiet_prints_only_errors(cli, camera_copy):
 def test_show_displays_instead_of_writing(cli, camera_copy, monkeypatch):
     shown = []
     monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.size))
+    monkeypatch.setenv("DISPLAY", ":0")
     result = cli("apply", camera_copy, "-k", "blur", "--show")
     assert (result.exit_code, shown) == (0, [(512, 512)])
     assert sorted(p.name for p in camera_copy.parent.iterdir()) == ["photo.png"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display check is for Linux (X11, Wayland)")
+def test_show_without_a_display_is_a_usage_error(cli, camera_copy, monkeypatch):
+    """Without one, the viewer (ImageMagick's display, say) fails on its own after convfilter
+    has exited 0."""
+    shown = []
+    monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.size))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = cli("apply", camera_copy, "-k", "blur", "--show")
+    assert result.exit_code == 2
+    assert result.stderr == ("convfilter: error: --show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY "
+                             "is set; use -o FILE\n")
+    assert shown == []
 
 
 # ---------------------------------------------------------------------------- standard input and output

@@ -293,9 +293,10 @@ def test_output_directory_that_cannot_be_created(cli, camera_copy, tmp_path):
 
 
 def test_format_that_cannot_hold_grayscale_is_refused_clearly(cli, camera_copy, tmp_path):
+    """Known from the plan, before the input is read: a usage error (exit 2), one line."""
     result = cli("apply", camera_copy, "-k", "blur", "-o", tmp_path / "out.xbm")
-    assert result.exit_code == 1
-    assert result.stderr == (f"convfilter: error: '{camera_copy}': cannot write '{tmp_path / 'out.xbm'}': "
+    assert result.exit_code == 2
+    assert result.stderr == ("convfilter: error: output format '.xbm' (XBM) cannot hold a grayscale image: "
                              "cannot write mode L as XBM\n")
     assert listing(tmp_path) == ["photo.png"]
 
