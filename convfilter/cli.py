@@ -71,6 +71,11 @@ def reports_errors(command: Callable) -> Callable:
             raise typer.Exit(130) from None
         except typer.Exit:
             raise
+        except BrokenPipeError:  # a reader left early (--dry-run | head): quiet, as a tool stopped by SIGPIPE
+            from convfilter.files import discard_standard_output
+
+            discard_standard_output()
+            raise typer.Exit(141) from None
         except Exception as error:  # a bug: still one line, the traceback with --debug
             _traceback()
             _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
@@ -272,10 +277,16 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
     if to_stdout and (run.json or run.dry_run):
         raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
+    if to_stdout and sys.stdout is None:  # started with its descriptor closed (1>&-)
+        raise UsageError("standard output is closed; use -o FILE")
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write image data to a terminal; use -o FILE or a pipe")
     if to_stdout:
         _check_stdout_is_no_input(jobs)
+    one_file = run.output not in (None, imageio.STDIO) and len(jobs) == 1 and jobs[0].target == run.output
+    chosen = run.fmt or (Path(run.output).suffix if one_file else None)
+    if chosen:  # a format the user chose (not an input's own): one that cannot hold the images is a usage error
+        imageio.check_holds(chosen, run.color or color)
     if run.dry_run:
         if run.json:
             plan = [{"input": job.source, "output": job.target} for job in jobs]
@@ -748,6 +759,6 @@ def _exit(code: int | str | None) -> NoReturn:
     if "torch" not in sys.modules or not isinstance(code, int):
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # closed (None, a broken pipe): nothing more to say
             stream.flush()
     os._exit(code)

@@ -1,10 +1,12 @@
 """Atomic writing: a temporary file in the target's directory, then a rename (or a hard link,
 which refuses to replace a file that appeared meanwhile). No partial file is ever left: not on
-an error, not on Ctrl-C."""
+an error, not on Ctrl-C. And standard output once its reader has gone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -51,3 +53,13 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: boo
     finally:
         if temporary is not None and os.path.lexists(temporary):
             os.unlink(temporary)
+
+
+def discard_standard_output() -> None:
+    """Point standard output at /dev/null once its reader has gone (a broken pipe), so that the
+    last flush of what is still buffered does not fail again with a second message (the way
+    Python's documentation advises)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file: nothing to flush later
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.close(descriptor)

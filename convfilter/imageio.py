@@ -6,7 +6,6 @@ never replaces an existing file unless asked to.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from convfilter.errors import InputError, OutputError, UsageError
-from convfilter.files import atomic_write
+from convfilter.files import atomic_write, discard_standard_output
 from convfilter.modes import DEFAULT_PNG_COMPRESSION, DEFAULT_QUALITY
 
 # Pillow's own limit is the default of --max-pixels; convfilter checks it itself, once, by header.
@@ -238,11 +237,20 @@ def format_for(name: str) -> str:
     if fmt is None or fmt not in Image.SAVE:
         known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE})
         raise UsageError(f"unknown output format {name!r}; choose from {' '.join(known)}")
-    try:  # before any file is read or any folder made: XBM, MSP and Palm take 1-bit images only
-        Image.new("L", (16, 16)).save(io.BytesIO(), format=fmt)
-    except Exception as error:  # Pillow's writers raise OSError, ValueError, ...
-        raise UsageError(f"output format {name!r} ({fmt}) cannot hold a grayscale image: {error}") from None
     return fmt
+
+
+@functools.lru_cache(maxsize=64)
+def check_holds(name: str, colour: bool = False) -> None:
+    """A UsageError unless the format of a suffix or --format name can hold a grayscale image (an
+    RGB one for --color): XBM, MSP and Palm take 1-bit images only, QOI colour only. Tried on a
+    small image, before any file is read or any folder made."""
+    fmt, mode = format_for(name), "RGB" if colour else "L"
+    try:
+        Image.new(mode, (16, 16)).save(io.BytesIO(), format=fmt)
+    except Exception as error:  # Pillow's writers raise OSError, ValueError, ...
+        kind = "colour" if colour else "grayscale"
+        raise UsageError(f"output format {name!r} ({fmt}) cannot hold a {kind} image: {error}") from None
 
 
 def to_8bit(array: np.ndarray) -> np.ndarray:
@@ -299,23 +307,15 @@ def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encodi
     """Encode fully in memory first, so a failed encode writes nothing to the stream."""
     buffer = io.BytesIO()
     encode(array, fmt, buffer, encoding)
+    data = memoryview(buffer.getbuffer())
     try:
-        stream.write(buffer.getvalue())
+        while data:  # a pipe whose reader leaves mid-image takes part of a write: write the rest
+            written = stream.write(data)
+            data = data[written if written is not None else len(data):]
         stream.flush()
     except BrokenPipeError:  # the reader (head, a crashed program) stopped before the end
-        _discard_standard_output()
+        discard_standard_output()
         raise OutputError("standard output was closed before the whole image was written") from None
-
-
-def _discard_standard_output() -> None:
-    """Point standard output at /dev/null, so that the interpreter's last flush of what is still
-    buffered does not fail again with a second message (the way Python's documentation advises)."""
-    import sys
-
-    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file: nothing to flush later
-        descriptor = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(descriptor, sys.stdout.fileno())
-        os.close(descriptor)
 
 
 def show_image(array: np.ndarray) -> None:

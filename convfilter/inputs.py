@@ -10,7 +10,6 @@ their suffix; folders it matches are not inputs of their own.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ def is_image_name(name: str) -> bool:
 def _folders(
     top: str, start: Hashable, step: Callable[[Hashable, str], Hashable | None]
 ) -> Iterator[tuple[str, Hashable, list[str]]]:
-    """(folder, its state, its file names) for `top` and the non-hidden folders below it that
+    """(folder, its state, its file names) for `top` and the folders below it that
     `step(parent's state, name)` enters (None: not), following symbolic links to folders. A link
     back up to a folder above is never entered (no loop), and a folder reached two ways in the
     same state is listed once."""
@@ -67,7 +66,7 @@ def _folders(
             continue
         visited.add((folder, state))
         entered = []
-        for name in sorted(d for d in dirs if not d.startswith(".")):
+        for name in sorted(dirs):
             below = step(state, name)
             if below is not None:
                 pending[os.path.join(root, name)] = (below, above | {folder})
@@ -86,21 +85,24 @@ def walk(directory: str, recursive: bool) -> list[Source]:
     """The image files in `directory` (and below, if `recursive`), sorted by relative path."""
     found = [
         os.path.join(root, name)
-        for root, _, files in _folders(directory, 0, lambda _, __: 0 if recursive else None)
+        for root, _, files in _folders(directory, 0, lambda _, name: 0 if recursive and name[0] != "." else None)
         for name in files
         if is_image_name(name)
     ]
     return _by_relative_path(found, directory)
 
 
-def _split_glob(pattern: str) -> tuple[str, tuple[str, ...]]:
+def _split_glob(pattern: str, folders: bool = False) -> tuple[str, tuple[str, ...]]:
     """The fixed folder before the first wildcard, and the parts after it
-    ('photos/**/*.jpg' -> 'photos', ('**', '*.jpg')). A trailing '**' means every file below."""
+    ('photos/**/*.jpg' -> 'photos', ('**', '*.jpg')). A trailing '**' means every file below
+    (with `folders`, every folder)."""
     parts = Path(pattern).parts
     fixed = 0
     while fixed < len(parts) - 1 and not _GLOB_CHARS & set(parts[fixed]):
         fixed += 1
-    rest = parts[fixed:] + (("*",) if parts[-1] == "**" else ())
+    rest = parts[fixed:] + (("*",) if parts[-1] == "**" and not folders else ())
+    if {".", ".."} & set(rest):  # no folder entry is named so: the walk could never match them
+        raise UsageError(f"glob {pattern!r}: '.' and '..' only before its first wildcard; let the shell expand it")
     return (str(Path(*parts[:fixed])) if fixed else "."), rest
 
 
@@ -115,31 +117,47 @@ def _with_empty_stars(parts: tuple[str, ...], positions: Iterable[int]) -> froze
 
 def _after(parts: tuple[str, ...], positions: frozenset[int], name: str) -> frozenset[int]:
     """Glob matching as a set of positions in `parts` (how many parts the path so far matched):
-    those reached by one more path component `name`. '**' matches it and stays."""
+    those reached by one more path component `name`. '**' matches it and stays. A hidden name
+    matches only a part that starts with '.' too, as in the shell."""
     reached = (
         index + (parts[index] != "**")
         for index in positions
         if index < len(parts) and fnmatch.fnmatch(name, parts[index])
+        and (name[0] != "." or parts[index][0] == ".")
     )
     return _with_empty_stars(parts, reached)
 
 
-def _glob(pattern: str) -> list[Source]:
-    """The non-hidden files that `pattern` matches, found by walking its fixed part like a
-    directory (entering only folders that can lead to a match), sorted by path below it; their
-    outputs mirror that path. Folders the pattern matches are not inputs of their own."""
-    base, parts = _split_glob(pattern)
+def _glob_walk(base: str, parts: tuple[str, ...]) -> Iterator[tuple[str, frozenset[int], list[str]]]:
+    """The folders below `base` that can lead to a match of `parts`, each with its positions
+    (len(parts) among them: the folder itself matches), and its file names."""
 
     def enter(positions: frozenset[int], name: str) -> frozenset[int] | None:
-        positions = frozenset(index for index in _after(parts, positions, name) if index < len(parts))
-        return positions or None  # None: no file below it can match
+        return _after(parts, positions, name) or None  # None: nothing below it can match
 
+    return _folders(base, _with_empty_stars(parts, {0}), enter)
+
+
+def _glob(pattern: str) -> list[Source]:
+    """The files that `pattern` matches, found by walking its fixed part like a directory
+    (entering only folders that can lead to a match), sorted by path below it; their outputs
+    mirror that path. Folders the pattern matches are not inputs of their own."""
+    base, parts = _split_glob(pattern)
     found = [
         os.path.join(root, name)
-        for root, positions, files in _folders(base, _with_empty_stars(parts, {0}), enter)
+        for root, positions, files in _glob_walk(base, parts)
         for name in files
-        if not name.startswith(".") and len(parts) in _after(parts, positions, name)
+        if len(parts) in _after(parts, positions, name)
     ]
+    return _by_relative_path([os.path.normpath(path) if base == "." else path for path in found], base)
+
+
+def _glob_folders(pattern: str, recursive: bool) -> list[Source]:
+    """A pattern that ends in '/' matches folders: their images, as directory arguments (-r for
+    their subfolders), mirrored below the pattern's fixed part."""
+    base, parts = _split_glob(pattern, folders=True)
+    matched = [root for root, positions, _ in _glob_walk(base, parts) if len(parts) in positions]
+    found = {source.path for folder in matched for source in walk(folder, recursive)}
     return _by_relative_path([os.path.normpath(path) if base == "." else path for path in found], base)
 
 
@@ -148,25 +166,9 @@ def _expand_one(argument: str, recursive: bool, literal: bool) -> tuple[list[Sou
     if os.path.isdir(argument):
         return walk(argument, recursive), True
     if not literal and _GLOB_CHARS & set(argument) and not os.path.lexists(argument):
-        return _glob(argument) or [Source(argument)], True  # no match: a per-file "no such file"
+        found = _glob_folders(argument, recursive) if argument.endswith(("/", os.sep)) else _glob(argument)
+        return found or [Source(argument)], True  # no match: a per-file "no such file"
     return [Source(argument)], False
-
-
-def outside(sources: list[Source], folder: str) -> list[Source]:
-    """`sources` less the files that a directory walk or glob found in `folder` when that folder
-    lies inside the walked tree: an -o folder inside the input folder holds an earlier run's
-    outputs, not inputs (a rerun with --skip-existing resumes). Files named one by one are kept,
-    and so is everything when `folder` is the walked folder itself (planning refuses those)."""
-    real = functools.cache(os.path.realpath)
-    target = Path(real(folder))
-
-    def earlier_output(source: Source) -> bool:
-        if source.base is None:
-            return False
-        top, found_in = Path(real(source.base)), Path(real(os.path.dirname(source.path) or "."))
-        return top != target and target.is_relative_to(top) and found_in.is_relative_to(target)
-
-    return [source for source in sources if not earlier_output(source)]
 
 
 def read_list(stream: BinaryIO, null: bool) -> list[str]:

@@ -7,14 +7,16 @@ a directory that mirrors the tree below each directory argument. Without -o: bes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from convfilter.errors import UsageError
 from convfilter.imageio import STDIO, format_for
-from convfilter.inputs import Source, outside
+from convfilter.inputs import Source
 
 STDIN_NAME = "stdin.png"  # the input name of standard input, where an output name needs one
 
@@ -63,11 +65,22 @@ def sibling_dir(directory: str, op: str) -> str:
     return str(path.with_name(f"{path.name}_{op}"))
 
 
+def _is_pipe(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):  # missing: fails on its own, when it is read
+        return False
+
+
 def _target(source: Source, output: str | None, op: str, suffix: str | None, show: bool, batch: bool) -> str | None:
     if output is None:
         if show:
             return None
         if source.path == STDIO:
+            return STDIO
+        if _is_pipe(source.path):  # <(...), /dev/stdin: read like standard input, written likewise
+            if batch:
+                raise UsageError(f"{source.path!r} is a pipe, with no folder beside it for its output; give -o")
             return STDIO
         if source.base is not None:
             return str(Path(sibling_dir(source.base, op)) / _renamed(source.relative, suffix))
@@ -112,8 +125,6 @@ def plan(
 ) -> list[Job]:
     """The jobs for `sources`, output names by CONTRACT §6, formats and collisions checked up front."""
     batch = batch or len(sources) > 1
-    if batch and output not in (None, STDIO):
-        sources = outside(sources, output)  # an earlier run's outputs in the walked tree are not inputs
     if not sources:
         raise UsageError("no input images: give image files or directories, or pipe one on standard input")
     if batch and output == STDIO:
@@ -128,8 +139,39 @@ def plan(
         if not written_as:
             raise UsageError(f"cannot tell the format of output {target!r}; give it a suffix or use --format")
         jobs.append(Job(source=source.path, target=target, format=format_for(written_as)))
+    if batch and output not in (None, STDIO):
+        jobs = _without_earlier_outputs(jobs, sources)
+        if not jobs:
+            raise UsageError(f"no input images: every file found is an output of this run in {output!r}")
     _check_targets(jobs)
     return jobs
+
+
+def _without_earlier_outputs(jobs: list[Job], sources: list[Source]) -> list[Job]:
+    """The jobs less those whose input, found by a folder walk or glob, is the output another
+    input of this plan writes: an -o folder inside the input folder holds an earlier run's
+    outputs (photos -r -o photos/out), so a rerun with --skip-existing resumes. Compared as
+    files (device, inode): an -o reached through a symbolic link counts too. Files named one by
+    one stay, and an input that is its own output is still refused (_check_targets)."""
+    written = {}
+    for job in jobs:
+        if job.target not in (None, STDIO):
+            try:
+                info = os.stat(job.target)
+            except (OSError, ValueError):  # not written yet: the first run
+                continue
+            written[(info.st_dev, info.st_ino)] = job
+    if not written:
+        return jobs
+    kept = []
+    for job, source in zip(jobs, sources):
+        if source.base is not None:
+            with contextlib.suppress(OSError, ValueError):
+                info = os.stat(job.source)
+                if written.get((info.st_dev, info.st_ino), job) is not job:
+                    continue
+        kept.append(job)
+    return kept
 
 
 def shard(jobs: list[Job], index: int, count: int) -> list[Job]:

@@ -7,6 +7,7 @@ A step is described by a table — one `[[step]]` of a pipeline file, or what `a
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ KINDS = ("kernel", "pool", "upsample")
 # is room for sums over the whole image (an FFT's, over up to 3e10 pixels), so that no value
 # becomes infinite or NaN on the way.
 OUTPUT_REACH = 1e28
+OP_NAME_MAX = 100  # characters of the <op> in output names before repeats are counted instead
 KEYS = {
     "kernel": ("kernel", "border", "normalize", "scale", "bias", "flip", "repeat", "stride", "range"),
     "pool": ("pool", "size", "stride", "ceil", "to", "seed"),
@@ -206,6 +208,13 @@ def pool_step(*, size: int | None = None, stride: int | None = None, mode: str, 
 
 def op_name(steps: list[Step]) -> str:
     """The `<op>` of default output names: step names joined by '+' (kernel names, `pool<K>`, ...);
-    a kernel repeated N times is named N times, as when it is given N times."""
-    return "+".join(step.name for step in steps for _ in range(getattr(step, "repeat", 1)))
+    a kernel repeated N times is named N times, as when it is given N times. Past OP_NAME_MAX
+    characters, a run of one name is written once with its count (`blurx60`): file names end at
+    255 bytes."""
+    names = [step.name for step in steps for _ in range(getattr(step, "repeat", 1))]
+    joined = "+".join(names)
+    if len(joined) <= OP_NAME_MAX:
+        return joined
+    runs = [(name, len(list(run))) for name, run in itertools.groupby(names)]
+    return "+".join(name if count == 1 else f"{name}x{count}" for name, count in runs)
 

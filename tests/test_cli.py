@@ -75,6 +75,7 @@ def test_flip_is_true_convolution(cli, camera_copy, camera, tmp_path):
         (["apply", "-k", "sharpen"], "photo_sharpen.png"),
         (["apply", "-k", "blur", "-k", "edge"], "photo_blur+edge.png"),
         (["apply", "-k", "blur", "--repeat", "2", "-k", "edge"], "photo_blur+blur+edge+edge.png"),
+        (["apply", "-k", "blur", "--repeat", "60", "-k", "edge"], "photo_blurx60+edgex60.png"),  # not 330 characters
         (["apply", "-k", "0,-1,0;-1,5,-1;0,-1,0"], "photo_custom.png"),
         (["apply", "-k", "sharpen", "--format", "jpg"], "photo_sharpen.jpg"),
         (["pool", "--size", "3"], "photo_pool3.png"),
@@ -504,3 +505,39 @@ def test_a_reader_that_stops_early_is_one_error_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.decode() == (f"convfilter: error: '{big}': standard output was closed before the whole "
                                     "image was written\n")
+
+
+def test_a_format_for_colour_only_is_refused_for_grayscale_and_kept_for_color(cli, tmp_path):
+    """QOI holds RGB and RGBA, not a grey image: --color writes it, grayscale is a usage error."""
+    photo = tmp_path / "rocket.jpg"
+    photo.write_bytes((CAMERA.parent / "rocket.jpg").read_bytes())
+    colour = cli("apply", photo, "--color", "-k", "blur", "-o", tmp_path / "c.qoi")
+    assert colour.exit_code == 0, colour.stderr
+    with Image.open(tmp_path / "c.qoi") as image:
+        assert (image.format, image.mode, image.size) == ("QOI", "RGB", Image.open(photo).size)
+    grey = cli("apply", photo, "-k", "blur", "-o", tmp_path / "g.qoi")
+    assert (grey.exit_code, grey.stderr) == (
+        2, "convfilter: error: output format '.qoi' (QOI) cannot hold a grayscale image: Unsupported QOI image mode\n")
+    assert not (tmp_path / "g.qoi").exists()
+
+
+def test_a_reader_that_leaves_a_plan_early_is_quiet_like_a_tool_stopped_by_sigpipe(tmp_path):
+    """`convfilter ... --dry-run | head`: exit 141, as the shell reports a tool that SIGPIPE
+    stopped, and nothing on standard error."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(CAMERA.read_bytes())
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "convfilter", "apply", str(photo), "-k", "blur", "--dry-run"],
+                              stdout=stdout, stderr=subprocess.PIPE, timeout=300)
+    assert (done.returncode, done.stderr) == (141, b"")
+
+
+def test_image_data_to_a_closed_standard_output_is_a_usage_error(tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(CAMERA.read_bytes())
+    code = ("import os, sys\nos.close(1)\nsys.stdout = None\nfrom convfilter.cli import main\n"
+            f"sys.argv = ['convfilter', 'apply', {str(photo)!r}, '-k', 'blur', '-o', '-']\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, timeout=300)
+    assert (done.returncode, done.stderr) == (2, b"convfilter: error: standard output is closed; use -o FILE\n")

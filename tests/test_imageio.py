@@ -210,3 +210,33 @@ def test_an_endless_stream_stops_at_what_an_image_within_max_pixels_can_hold():
     assert len(imageio.read_stream(io.BytesIO(bytes(limit)), max_pixels=1000)) == limit
     with pytest.raises(imageio.InputError, match=f"^more than {limit} bytes: larger than any image within "):
         imageio.read_stream(io.BytesIO(bytes(limit + 1)), max_pixels=1000)
+
+
+def test_a_pipe_that_takes_part_of_an_image_gets_the_rest_or_an_error():
+    """A pipe whose reader leaves mid-image takes part of a write, and the next write fails: that
+    is an error for the input, never a silently truncated image and exit 0."""
+    import io
+
+    from convfilter.errors import OutputError
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, takes: int, breaks: bool):
+            self.taken, self.takes, self.breaks = bytearray(), takes, breaks
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            if self.breaks and self.taken:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.taken += bytes(data[: self.takes])
+            return min(self.takes, len(data))
+
+    image = np.asarray(Image.open(CAMERA))
+    whole = io.BytesIO()
+    imageio.write_stream(image, whole, "PNG")
+    patient = Pipe(65536, breaks=False)  # takes 64 KB a write, all of it in the end
+    imageio.write_stream(image, patient, "PNG")
+    assert bytes(patient.taken) == whole.getvalue() and len(whole.getvalue()) > 65536
+    with pytest.raises(OutputError, match="^standard output was closed before the whole image was written$"):
+        imageio.write_stream(image, Pipe(65536, breaks=True), "PNG")

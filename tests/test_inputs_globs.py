@@ -64,15 +64,13 @@ def test_a_glob_that_matches_only_folders_matches_no_file(tmp_path, monkeypatch)
 @pytest.mark.parametrize("pattern", [
     "*", "*.png", "**", "**/*.png", "*/*.png", "a/**/*.png", "**/sub/*", "*/**/b*", "[ab]*/*",
     "?/*.png", "**/**/*.png", "sub/*/*.jpg", "**/a/**/*", "[!a]*/**/*.tif",
+    ".*", ".*/*.png", "**/.h*", ".hidden/*",  # hidden names, where the pattern names them too
 ])
 def test_a_glob_finds_the_files_python_glob_finds(tmp_path, monkeypatch, pattern):
     monkeypatch.chdir(tmp_path)
     touch(tmp_path, "t/a.png", "t/b.jpg", "t/.h.png", "t/a/x.png", "t/a/sub/y.png", "t/b.png/z.png",
           "t/sub/a/q.tif", "t/sub/a/m.jpg", "t/sub/b1.png", "t/.hidden/w.png", "t/dd/sub/a/v.jpg", "t/c/sub/n.jpg")
-    expected = {
-        match for match in glob.glob(f"t/{pattern}", recursive=True)
-        if not os.path.isdir(match) and not Path(match).name.startswith(".")
-    }
+    expected = {match for match in glob.glob(f"t/{pattern}", recursive=True) if not os.path.isdir(match)}
     assert expected  # a pattern that matches nothing gives a placeholder source instead
     found = paths(expand([f"t/{pattern}"]).sources)
     assert sorted(found) == sorted(expected) and len(found) == len(set(found))
@@ -84,3 +82,26 @@ def test_a_glob_with_no_folder_part_lists_plain_names(tmp_path, monkeypatch):
     touch(tmp_path, "b.png", "a.png", "sub/c.png")
     assert [(s.path, s.base) for s in expand(["*.png"]).sources] == [("a.png", "."), ("b.png", ".")]
     assert paths(expand(["**/*.png"]).sources) == ["a.png", "b.png", "sub/c.png"]
+
+
+def test_a_glob_ending_in_a_slash_takes_the_folders_it_matches_as_folder_arguments(tmp_path, monkeypatch):
+    """'photos/*/': the images in each folder it matches (-r: and below), mirrored below photos,
+    and nothing from photos itself, which the pattern cannot match."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/1.png", "photos/a/3.png", "photos/a/notes.txt", "photos/a/b/4.png", "photos/c/7.jpg",
+          "photos/.hid/6.png")
+    expansion = expand(["photos/*/"])
+    assert paths(expansion.sources) == ["photos/a/3.png", "photos/c/7.jpg"]
+    assert [job.target for job in plan(expansion.sources, "out", "blur", batch=True)] == ["out/a/3.png", "out/c/7.jpg"]
+    assert paths(expand(["photos/*/"], recursive=True).sources) == ["photos/a/3.png", "photos/a/b/4.png", "photos/c/7.jpg"]
+    assert paths(expand(["photos/**/"]).sources) == ["photos/1.png", "photos/a/3.png", "photos/a/b/4.png", "photos/c/7.jpg"]
+
+
+def test_dot_and_dot_dot_after_a_wildcard_are_a_usage_error(tmp_path, monkeypatch):
+    from convfilter.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/1.png", "photos/a/3.png")
+    with pytest.raises(UsageError, match=r"^glob 'photos/\*/\.\./\*\.png': '\.' and '\.\.' only before its first wildcard"):
+        expand(["photos/*/../*.png"])
+    assert paths(expand(["photos/../photos/*.png"]).sources) == ["photos/../photos/1.png"]  # before it: fine

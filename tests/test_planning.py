@@ -152,9 +152,11 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
 @pytest.mark.parametrize("argument, expected", [
     ("photos", [("photos/a.png", "photos/out/a.png"), ("photos/sub/b.png", "photos/out/sub/b.png")]),
     ("photos/**/*.png", [("photos/a.png", "photos/out/a.png"), ("photos/sub/b.png", "photos/out/sub/b.png")]),
-    ("photos/*/*.png", [("photos/sub/b.png", "photos/out/sub/b.png")]),
+    # photos/out/a.png is no output of this pattern's inputs (photos/a.png is not one): an input
+    ("photos/*/*.png", [("photos/out/a.png", "photos/out/out/a.png"), ("photos/sub/b.png", "photos/out/sub/b.png")]),
 ])
 def test_an_output_folder_inside_the_input_tree_is_not_an_input(tmp_path, monkeypatch, argument, expected):
+    """The files of a first run that this run would write again are not inputs; the others are."""
     monkeypatch.chdir(tmp_path)
     touch(tmp_path, "photos/a.png", "photos/sub/b.png", "photos/out/a.png", "photos/out/sub/b.png")  # a first run
     expansion = expand([argument], recursive=True)
@@ -195,3 +197,36 @@ def test_shards_cover_every_job_exactly_once(count):
     assert len(covered) == len(set(covered)) == 101
     assert max(map(len, slices)) - min(map(len, slices)) <= 1
     assert shard(jobs, 1, count) == shard(list(jobs), 1, count)  # deterministic
+
+
+def test_a_pipe_named_as_a_file_goes_to_standard_output_like_standard_input(tmp_path):
+    """<(...) without -o: there is no folder beside /dev/fd/N to write into."""
+    read_end, write_end = os.pipe()
+    try:
+        pipe = f"/dev/fd/{read_end}"
+        assert [job.target for job in plan([Source(pipe)], None, "blur")] == ["-"]
+        assert [job.target for job in plan([Source(pipe)], str(tmp_path / "o.png"), "blur")] == [str(tmp_path / "o.png")]
+        with pytest.raises(UsageError, match=rf"^'{pipe}' is a pipe, with no folder beside it for its output; give -o$"):
+            plan([Source(pipe), Source(str(tmp_path / "a.png"))], None, "blur")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_originals_in_an_output_folder_inside_the_tree_stay_inputs(tmp_path, monkeypatch):
+    """-o photos/sub where sub holds photos of its own: only what this run writes is left out."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/a.png", "photos/sub/b.png", "photos/sub/a.png")  # sub/a.png: photos/a.png's output
+    jobs = plan(expand(["photos"], recursive=True).sources, "photos/sub", "blur", batch=True)
+    assert [(j.source, os.path.relpath(j.target)) for j in jobs] == [
+        ("photos/a.png", "photos/sub/a.png"), ("photos/sub/b.png", "photos/sub/sub/b.png")]
+
+
+def test_an_output_folder_reached_through_a_link_is_recognised(tmp_path, monkeypatch):
+    """-o photos/linked, a symbolic link to a folder outside the tree: its files are still this
+    run's outputs, so a rerun resumes."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/a.png", "elsewhere/a.png")
+    (tmp_path / "photos" / "linked").symlink_to(tmp_path / "elsewhere")
+    jobs = plan(expand(["photos"], recursive=True).sources, "photos/linked", "blur", batch=True)
+    assert [(j.source, j.target) for j in jobs] == [("photos/a.png", "photos/linked/a.png")]
