@@ -83,6 +83,10 @@ KINDS = ("kernel", "pool", "upsample")
 # becomes infinite or NaN on the way.
 OUTPUT_REACH = 1e28
 OP_NAME_MAX = 100  # characters of the <op> in output names before repeats are counted instead
+# Each repeat is a layer of the model, and an upsampled image has factor**2 times the pixels: a
+# billion repeats or a factor of 20,000 would take all of the memory instead of failing clearly.
+MAX_REPEAT = 1000
+MAX_FACTOR = 16
 KEYS = {
     "kernel": ("kernel", "border", "normalize", "scale", "bias", "flip", "repeat", "stride", "range"),
     "pool": ("pool", "size", "stride", "ceil", "to", "seed"),
@@ -110,9 +114,11 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _at_least_one(name: str, value: int) -> int:
+def _at_least_one(name: str, value: int, most: int | None = None) -> int:
     if value < 1:
         raise UsageError(f"{name} must be at least 1, got {value}")
+    if most is not None and value > most:
+        raise UsageError(f"{name} must be at most {most}, got {value}")
     return value
 
 
@@ -133,7 +139,7 @@ def from_table(table: dict, name: Naming = option_name) -> Step:
     if kind == "pool":
         return _pool(table, name)
     return UpsampleStep(
-        factor=_at_least_one(name("factor"), table.get("factor", 2)),
+        factor=_at_least_one(name("factor"), table.get("factor", 2), MAX_FACTOR),
         mode=_choice("upsample mode", table["upsample"], UPSAMPLE_MODES),
     )
 
@@ -142,7 +148,7 @@ def _conv(table: dict, name: Naming) -> ConvStep:
     border = _choice("border", table.get("border", DEFAULT_BORDER), BORDERS)
     if "range" in table:
         _choice("range", table["range"], RANGES)
-    repeat = _at_least_one(name("repeat"), table.get("repeat", 1))
+    repeat = _at_least_one(name("repeat"), table.get("repeat", 1), MAX_REPEAT)
     stride = _at_least_one(name("stride"), table.get("stride", 1))
     # finite and within float32, as a kernel file's scale and bias must be
     scale, bias = (kernels.parse_number(table[key], name(key)) if key in table else None for key in ("scale", "bias"))

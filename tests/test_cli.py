@@ -541,3 +541,51 @@ def test_image_data_to_a_closed_standard_output_is_a_usage_error(tmp_path):
             f"sys.argv = ['convfilter', 'apply', {str(photo)!r}, '-k', 'blur', '-o', '-']\nmain()\n")
     done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, timeout=300)
     assert (done.returncode, done.stderr) == (2, b"convfilter: error: standard output is closed; use -o FILE\n")
+
+
+@pytest.mark.parametrize("arguments", [
+    ["apply", "{photo}", "-k", "sharpen", "-o", "{dir}/out.png", "--compare", "{photo}", "--overwrite"],
+    ["kernels", "preview", "{photo}", "-o", "{photo}", "--overwrite"],
+    ["learn", "{photo}", "{photo}", "-o", "{photo}", "--overwrite"],
+])
+def test_single_file_outputs_never_overwrite_an_input(cli, camera_copy, arguments):
+    """--compare, kernels preview -o and learn -o write one file of their own: never an input,
+    not even with --overwrite."""
+    before = camera_copy.read_bytes()
+    result = cli(*[a.format(photo=camera_copy, dir=camera_copy.parent) for a in arguments])
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f" '{camera_copy}' is the input '{camera_copy}'; convfilter never overwrites an input\n")
+    assert camera_copy.read_bytes() == before
+
+
+def test_export_never_overwrites_its_pipeline_file(cli, tmp_path):
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[[step]]\nkernel = "blur"\n')
+    result = cli("export", pipeline, "-o", pipeline, "--overwrite")
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: -o '{pipeline}' is the input '{pipeline}'; convfilter never overwrites an input\n")
+    assert pipeline.read_text() == '[[step]]\nkernel = "blur"\n'
+
+
+@pytest.mark.parametrize("compare, message", [
+    ("{dir}/photo_sharpen.png", "--compare '{dir}/photo_sharpen.png' is also the output of the filter"),
+    ("-", "--compare takes a file name, got '-'"),
+    ("{dir}/sub/", "--compare takes a file name, got '{dir}/sub/'"),
+])
+def test_compare_must_be_a_file_of_its_own(cli, camera_copy, compare, message):
+    folder = camera_copy.parent
+    result = cli("apply", camera_copy, "-k", "sharpen", "--compare", compare.format(dir=folder))
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message.format(dir=folder)}\n")
+    assert sorted(p.name for p in folder.iterdir()) == ["photo.png"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["apply", "{photo}", "-k", "blur", "--repeat", "1001"], "--repeat must be at most 1000, got 1001"),
+    (["upsample", "{photo}", "--factor", "17"], "--factor must be at most 16, got 17"),
+    (["kernels", "preview", "{photo}", "-o", "{dir}/s.png", "--size", "100000"],
+     "--columns must be at least 1 and --size 16 to 2048"),
+])
+def test_sizes_that_would_take_all_memory_are_usage_errors(cli, camera_copy, arguments, message):
+    """A billion repeats is a billion layers; a factor of 20,000 a 10 TB image: refused, not killed."""
+    result = cli(*[a.format(photo=camera_copy, dir=camera_copy.parent) for a in arguments])
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
