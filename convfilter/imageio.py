@@ -89,10 +89,10 @@ def read_image(
             pixels = _decode_into_array(image)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
-            if pixels is not None and image.im is pixels[1]:  # decoded into the array, not turned
-                return pixels[0]
-            if background is not None and has_alpha(image):
+            if background is not None and has_alpha(image):  # a grey PNG's transparent colour too
                 image = _composite(image, background)
+            elif pixels is not None and image.im is pixels[1]:  # decoded into the array, not turned
+                return pixels[0]
             return _colour_array(image) if color else _gray_array(image)
     except PermissionError:
         raise InputError("cannot read it: permission denied") from None

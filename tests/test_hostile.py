@@ -69,6 +69,18 @@ def test_alpha_is_ignored_unless_background(cli, tmp_path, rgb, mode):
     assert white[:, 0].min() == 255  # fully transparent: the background
 
 
+def test_a_grey_image_with_a_transparent_colour_takes_the_background(cli, tmp_path):
+    """A grey PNG whose transparency is one grey level (tRNS), not an alpha channel."""
+    grey = np.random.default_rng(4).integers(0, 256, (20, 30), dtype=np.uint8)
+    clear = int(grey[0, 0])
+    Image.fromarray(grey).save(tmp_path / "in.png", transparency=clear)
+    assert Image.open(tmp_path / "in.png").info["transparency"] == clear
+    ignored = np.asarray(run_identity(cli, tmp_path / "in.png", tmp_path / "ignored.png"))
+    assert np.array_equal(ignored, grey)
+    white = np.asarray(run_identity(cli, tmp_path / "in.png", tmp_path / "white.png", "--background", "white"))
+    assert np.array_equal(white, np.where(grey == clear, 255, grey))
+
+
 def test_palette_with_and_without_transparency(cli, tmp_path, rgb):
     palette = Image.fromarray(rgb).quantize(16)
     palette.save(tmp_path / "p.png")
