@@ -69,6 +69,10 @@ def fit(
             f"BEFORE is {before.shape[1]}x{before.shape[0]} but AFTER is {after.shape[1]}x{after.shape[0]}; "
             "they must be the same size"
         )
+    if before.dtype != after.dtype:  # levels of 0-255 against 0-65535: no kernel relates them
+        depths = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}
+        raise InputError(f"BEFORE is {depths.get(before.dtype, before.dtype)} but AFTER is "
+                         f"{depths.get(after.dtype, after.dtype)}; they must have the same bit depth")
     if size < 1 or size > 63:
         raise UsageError(f"--size must be between 1 and 63, got {size}")
     if steps < 1:
@@ -79,6 +83,9 @@ def fit(
     max_value = float(np.iinfo(after.dtype).max)
     x = torch.from_numpy(before.astype(np.float64) / max_value)[None, None].to(target_device)
     y = torch.from_numpy(after.astype(np.float64) / max_value)[None, None].to(target_device)
+    if before.size < size * size + 1:
+        raise InputError(f"the images ({before.shape[1]}x{before.shape[0]}) have fewer pixels than the "
+                         f"{size * size + 1} unknowns of a {size}x{size} kernel and its bias")
     inside = (y > 0) & (y < 1)  # saturated pixels were clipped by apply: their true value is unknown
     if inside.sum() < size * size + 1:
         raise InputError("AFTER is saturated (0 or white) almost everywhere: nothing to fit")

@@ -73,6 +73,19 @@ def test_learn_needs_images_of_the_same_size(cli, before, tmp_path):
     assert (missing.exit_code, missing.stderr) == (1, f"convfilter: error: AFTER '{tmp_path / 'nope.png'}': no such file\n")
 
 
+def test_learn_needs_images_of_the_same_depth_and_enough_pixels(cli, before, tmp_path):
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.asarray(Image.open(before)).astype(np.uint16) * 257).save(deep)
+    result = cli("learn", before, deep, "--size", "1")
+    assert (result.exit_code, result.stderr) == (
+        1, "convfilter: error: BEFORE is 8-bit but AFTER is 16-bit; they must have the same bit depth\n")
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.array([[10, 200], [60, 90]], dtype=np.uint8)).save(tiny)
+    result = cli("learn", tiny, tiny, "--border", "zeros")
+    assert (result.exit_code, result.stderr) == (
+        1, "convfilter: error: the images (2x2) have fewer pixels than the 10 unknowns of a 3x3 kernel and its bias\n")
+
+
 def test_kernels_show_heat_map_and_properties(cli):
     result = cli("kernels", "show", "sobel-x")
     assert result.exit_code == 0
