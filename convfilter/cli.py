@@ -750,14 +750,17 @@ def kernels_preview(
         array = imageio.read_image(source, color=color)
     except ConvfilterError as error:
         raise type(error)(f"{source!r}: {error}") from None
-    tiles = [("input", array)]
+    tiles, left_out = [("input", array)], 0
     for name in kernels.available():
         try:
             tiles.append((name, Filter([from_table({"kernel": name})], "cpu")(array)))
         except ConvfilterError as error:  # a broken user kernel, or an image too small for one
             _error(f"kernel {name!r} left out: {error}")
+            left_out += 1
     imageio.write_picture(visuals.contact_sheet(tiles, columns, size), Path(output), overwrite)
     sys.stderr.write(f"wrote {output}\n")
+    if left_out:  # the sheet is written, without them: exit 1, as a batch where some inputs failed
+        raise typer.Exit(1)
 
 
 def main() -> None:

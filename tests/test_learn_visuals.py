@@ -137,6 +137,19 @@ def test_kernels_preview_contact_sheet(cli, tmp_path):
     assert colour.exit_code == 0
 
 
+def test_kernels_left_out_of_a_preview_make_it_exit_1(cli, tmp_path):
+    """A 3x3 photo is too small for the larger kernels under reflect: the sheet is written with
+    the others, each left-out kernel is an error line, and the exit code says so."""
+    small = tmp_path / "small.png"
+    Image.fromarray((np.arange(9, dtype=np.uint8) * 20).reshape(3, 3)).save(small)
+    result = cli("kernels", "preview", small, "-o", tmp_path / "sheet.png", "--size", "16")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == f"wrote {tmp_path / 'sheet.png'}"
+    assert lines[:-1] and all(re.match(r"convfilter: error: kernel '[\w-]+' left out: ", line) for line in lines[:-1])
+    assert (tmp_path / "sheet.png").is_file()
+
+
 def test_learn_and_export_refuse_an_existing_output_before_working(cli, before, tmp_path):
     taken = tmp_path / "taken.toml"
     taken.write_text("keep")
