@@ -275,7 +275,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     if run.compare is not None and len(jobs) != 1:
         raise UsageError(f"--compare writes one picture; it takes one input, {len(jobs)} were given")
     if run.compare is not None:
-        _check_file_output("--compare", run.compare, [job.source for job in jobs], [job.target for job in jobs])
+        outputs.check_single_output("--compare", run.compare, [job.source for job in jobs], [job.target for job in jobs])
         imageio.format_for(Path(run.compare).suffix or ".png")  # an unknown suffix: a usage error, now
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
     if to_stdout and (run.json or run.dry_run):
@@ -371,27 +371,6 @@ def _check_stdout_is_no_input(jobs: list) -> None:
             if (source.st_dev, source.st_ino) == (output.st_dev, output.st_ino):
                 what = "the same file as standard input" if job.source == "-" else f"the input {job.source!r}"
                 raise UsageError(f"standard output is {what}; convfilter never overwrites an input")
-
-
-def _check_file_output(option: str, output: str, inputs: list[str], planned: list[str] = ()) -> None:
-    """An option that writes one file (export -o, learn -o, kernels preview -o, --compare) takes
-    a file name: not '-' nor a folder, never one of the command's `inputs` (not even with
-    --overwrite), nor a file the command also writes (`planned`)."""
-    if output == "-" or output.endswith(("/", os.sep)) or os.path.isdir(output):
-        raise UsageError(f"{option} takes a file name, got {output!r}")
-    for path in inputs:
-        if path != "-" and (os.path.abspath(path) == os.path.abspath(output) or _same_file(path, output)):
-            raise UsageError(f"{option} {output!r} is the input {path!r}; convfilter never overwrites an input")
-    for path in planned:
-        if path not in (None, "-") and (os.path.abspath(path) == os.path.abspath(output) or _same_file(path, output)):
-            raise UsageError(f"{option} {output!r} is also the output of the filter")
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):  # one of them does not exist (yet)
-        return False
 
 
 def _batch_size(run: RunOptions, steps: list[Step], jobs: list) -> int | None:
@@ -571,7 +550,9 @@ def export(
     from convfilter import pipelines
     from convfilter.export import export_program
 
-    _check_file_output("-o", output, [pipeline])
+    from convfilter.outputs import check_single_output
+
+    check_single_output("-o", output, [pipeline])
     recipe = pipelines.load(pipeline)
     export_program(recipe.steps, 3 if (color or recipe.color) else 1, output, overwrite)
     sys.stderr.write(f"wrote {output}\n")
@@ -607,7 +588,9 @@ def learn(
     check_choice("border", border, BORDERS)
     check_choice("device", device, DEVICES)
     if output is not None:
-        _check_file_output("-o", output, [before, after])
+        from convfilter.outputs import check_single_output
+
+        check_single_output("-o", output, [before, after])
     images = []
     for label, path in (("BEFORE", before), ("AFTER", after)):
         try:
@@ -745,7 +728,9 @@ def kernels_preview(
     if columns < 1 or not 16 <= size <= 2048:
         raise UsageError("--columns must be at least 1 and --size 16 to 2048")
     source = image or str(resources.files("convfilter") / "data" / "camera.png")
-    _check_file_output("-o", output, [source])
+    from convfilter.outputs import check_single_output
+
+    check_single_output("-o", output, [source])
     try:
         array = imageio.read_image(source, color=color)
     except ConvfilterError as error:
@@ -789,7 +774,7 @@ def _exit(code: int | str | None) -> NoReturn:
     and closed (atomically) and every worker joined; only the standard streams need flushing."""
     if "torch" not in sys.modules or not isinstance(code, int):
         sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, OSError, ValueError):  # closed (None, a broken pipe): nothing more to say
+    for stream in (sys.stdout, sys.stderr):  # closed (None, a broken pipe): nothing more to say
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
     os._exit(code)

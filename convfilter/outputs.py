@@ -177,3 +177,26 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source]) -> list[Job
 def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
     """The index-th of `count` deterministic slices (every count-th job), 1-based."""
     return jobs[index - 1 :: count]
+
+
+def check_single_output(option: str, output: str, inputs: list[str], planned: list[str] = ()) -> None:
+    """An option that writes one file of its own (export -o, learn -o, kernels preview -o,
+    --compare) takes a file name: not '-' nor a folder, never one of the command's `inputs` (not
+    even with --overwrite), nor a file the command writes besides (`planned`)."""
+    if output == STDIO or output.endswith(("/", os.sep)) or os.path.isdir(output):
+        raise UsageError(f"{option} takes a file name, got {output!r}")
+    for path in inputs:
+        if path != STDIO and _same_file(path, output):
+            raise UsageError(f"{option} {output!r} is the input {path!r}; convfilter never overwrites an input")
+    if any(path not in (None, STDIO) and _same_file(path, output) for path in planned):
+        raise UsageError(f"{option} {output!r} is also the output of the filter")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same path, or two names of one existing file (a link)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one of them does not exist (yet)
+        return False
