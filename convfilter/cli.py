@@ -275,7 +275,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     if run.compare is not None and len(jobs) != 1:
         raise UsageError(f"--compare writes one picture; it takes one input, {len(jobs)} were given")
     if run.compare is not None:
-        outputs.check_single_output("--compare", run.compare, [job.source for job in jobs], [job.target for job in jobs])
+        sources, targets = [job.source for job in jobs], [job.target for job in jobs]
+        outputs.check_single_output("--compare", run.compare, sources, targets)
         imageio.format_for(Path(run.compare).suffix or ".png")  # an unknown suffix: a usage error, now
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
     if to_stdout and (run.json or run.dry_run):
