@@ -59,10 +59,14 @@ def load(path: str) -> Pipeline:
         if key not in TOP_KEYS:
             raise UsageError(f"{origin}: unknown key {key!r}; allowed at the top: {', '.join(TOP_KEYS)}")
     tables = data.get("step")
+    if isinstance(tables, dict):  # [step], one table, where the steps are an array of them
+        raise UsageError(f"{origin}: 'step' must be an array of tables, [[step]] with two brackets, got [step]")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise UsageError(f"{origin}: no steps; give one or more [[step]] tables")
     if not isinstance(data.get("color", False), bool):
         raise UsageError(f"{origin}: 'color' must be true or false")
+    if not isinstance(data.get("description", ""), str):
+        raise UsageError(f"{origin}: 'description' must be a string, got {data['description']!r}")
     lines = _step_lines(text)
     built = []
     for index, table in enumerate(tables):

@@ -177,6 +177,8 @@ def test_apply_is_a_one_step_pipeline(cli, camera_copy, tmp_path):
         ("color = true\n", "no steps; give one or more [[step]] tables"),
         ('[[step]]\nkernel = "blur"\nrepeat = 0\n', "step 1 (line 1): 'repeat' must be at least 1, got 0"),
         ('[[step]]\nkernel = blur\n', "line 2: invalid TOML: Invalid value"),
+        ('[step]\nkernel = "blur"\n', "'step' must be an array of tables, [[step]] with two brackets, got [step]"),
+        ('description = 5\n[[step]]\nkernel = "blur"\n', "'description' must be a string, got 5"),
     ],
 )
 def test_pipeline_file_errors_exit_2_naming_file_step_and_key(cli, camera_copy, tmp_path, text, message):
