@@ -572,8 +572,9 @@ def test_export_never_overwrites_its_pipeline_file(cli, tmp_path):
     ("-", "--compare takes a file name, got '-'"),
     ("{dir}/sub/", "--compare takes a file name, got '{dir}/sub/'"),
 ])
-def test_compare_must_be_a_file_of_its_own(cli, camera_copy, compare, message):
+def test_compare_must_be_a_file_of_its_own(cli, camera_copy, monkeypatch, compare, message):
     folder = camera_copy.parent
+    monkeypatch.chdir(folder)  # where a file named '-' would land if the check failed
     result = cli("apply", camera_copy, "-k", "sharpen", "--compare", compare.format(dir=folder))
     assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message.format(dir=folder)}\n")
     assert sorted(p.name for p in folder.iterdir()) == ["photo.png"]
