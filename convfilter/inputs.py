@@ -149,7 +149,7 @@ def _glob(pattern: str) -> list[Source]:
         for name in files
         if len(parts) in _after(parts, positions, name)
     ]
-    return _by_relative_path([os.path.normpath(path) if base == "." else path for path in found], base)
+    return _glob_sources(found, base)
 
 
 def _glob_folders(pattern: str, recursive: bool) -> list[Source]:
@@ -157,8 +157,12 @@ def _glob_folders(pattern: str, recursive: bool) -> list[Source]:
     their subfolders), mirrored below the pattern's fixed part."""
     base, parts = _split_glob(pattern, folders=True)
     matched = [root for root, positions, _ in _glob_walk(base, parts) if len(parts) in positions]
-    found = {source.path for folder in matched for source in walk(folder, recursive)}
-    return _by_relative_path([os.path.normpath(path) if base == "." else path for path in found], base)
+    return _glob_sources({source.path for folder in matched for source in walk(folder, recursive)}, base)
+
+
+def _glob_sources(paths: Iterable[str], base: str) -> list[Source]:
+    """A glob's finds, sorted below its fixed part; 'a.png', not './a.png', for a glob with none."""
+    return _by_relative_path([os.path.normpath(path) if base == "." else path for path in paths], base)
 
 
 def _expand_one(argument: str, recursive: bool, literal: bool) -> tuple[list[Source], bool]:

@@ -186,13 +186,13 @@ def check_single_output(option: str, output: str, inputs: list[str], planned: li
     if output == STDIO or output.endswith(("/", os.sep)) or os.path.isdir(output):
         raise UsageError(f"{option} takes a file name, got {output!r}")
     for path in inputs:
-        if path != STDIO and _same_file(path, output):
+        if path != STDIO and same_file(path, output):
             raise UsageError(f"{option} {output!r} is the input {path!r}; convfilter never overwrites an input")
-    if any(path not in (None, STDIO) and _same_file(path, output) for path in planned):
+    if any(path not in (None, STDIO) and same_file(path, output) for path in planned):
         raise UsageError(f"{option} {output!r} is also the output of the filter")
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     """The same path, or two names of one existing file (a link)."""
     if os.path.abspath(a) == os.path.abspath(b):
         return True

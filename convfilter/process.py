@@ -21,7 +21,7 @@ import numpy as np
 
 from convfilter import files, imageio, visuals
 from convfilter.errors import ConvfilterError, OutputError
-from convfilter.outputs import Job
+from convfilter.outputs import Job, same_file
 
 FilterFn = Callable[[np.ndarray], np.ndarray]
 Result = TypeVar("Result")
@@ -67,13 +67,6 @@ class WriteOptions:
     workers: int = 1
     fail_fast: bool = False
     debug: bool = False  # let an unexpected exception through, with its traceback
-
-
-def _is_input(source: str, target: str) -> bool:
-    try:
-        return os.path.samefile(source, target)
-    except OSError:
-        return False
 
 
 def available_cores() -> int:
@@ -122,7 +115,7 @@ def check_target(job: Job, options: WriteOptions) -> JobResult | None:
     def check() -> JobResult | None:
         target = job.target
         if target not in (None, imageio.STDIO):
-            if job.source != imageio.STDIO and _is_input(job.source, target):
+            if job.source != imageio.STDIO and same_file(job.source, target):
                 raise OutputError(f"output '{target}' is the input itself; convfilter never overwrites an input")
             if os.path.lexists(target) and not options.overwrite:
                 if options.skip_existing:
