@@ -18,19 +18,19 @@ class BackgroundFilter:
     """Call it like `pipeline.Filter`; the first calls wait until torch is imported and the
     pipeline built. `start(threads)` says how many torch threads each thread that filters runs."""
 
-    def __init__(self, steps: list[Step], device: str):
+    def __init__(self, steps: list[Step], device: str, max_pixels: int | None = None):
         self._ready = threading.Event()
         self._threads: int | None = None
         self._applied = threading.local()  # the number each calling thread has set for itself
         self._filter = None
         self._error: BaseException | None = None
-        threading.Thread(target=self._build, args=(steps, device), name="convfilter-torch", daemon=True).start()
+        threading.Thread(target=self._build, args=(steps, device, max_pixels), name="convfilter-torch", daemon=True).start()
 
-    def _build(self, steps: list[Step], device: str) -> None:
+    def _build(self, steps: list[Step], device: str, max_pixels: int | None) -> None:
         try:
             from convfilter.pipeline import Filter  # imports torch
 
-            self._filter = Filter(steps, device)
+            self._filter = Filter(steps, device, max_pixels)
         except BaseException as error:  # handed to the callers
             self._error = error
         finally:

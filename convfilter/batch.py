@@ -152,6 +152,7 @@ class BatchRunner:
     def _filter_group(self, group: list[tuple[Job, torch.Tensor]]) -> None:
         stacked = torch.stack([image for _, image in group])  # (N, C, H, W) uint8, on the device
         try:
+            self.pipeline.check_size(*stacked.shape[-2:])
             result = run_tensor(self.pipeline.model(255.0, stacked.shape[1]), stacked)
         except Exception as error:  # e.g. too small for the kernel: the same for every image
             for job, _ in group:

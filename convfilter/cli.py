@@ -259,7 +259,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     check_choice("device", run.device, DEVICES)
     background = imageio.parse_background(run.background) if run.background is not None else None
     shard = inputs.parse_shard(run.shard) if run.shard else None
-    pipeline = None if run.dry_run else BackgroundFilter(steps, run.device)  # torch loads meanwhile
+    max_pixels = run.max_pixels or imageio.DEFAULT_MAX_PIXELS
+    pipeline = None if run.dry_run else BackgroundFilter(steps, run.device, max_pixels)  # torch loads meanwhile
     arguments = list(run.inputs or [])
     if not arguments and run.from_list is None:
         if sys.stdin.isatty():
@@ -317,7 +318,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         overwrite=run.overwrite,
         skip_existing=run.skip_existing,
         show=run.show,
-        max_pixels=run.max_pixels or imageio.DEFAULT_MAX_PIXELS,
+        max_pixels=max_pixels,
         background=background,
         color=run.color or color,
         compare=(Path(run.compare), name) if run.compare is not None else None,

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from convfilter import borders, pooling
-from convfilter.errors import UsageError
+from convfilter.errors import InputError, UsageError
 from convfilter.layers import (
     AdaptiveMinPool2d, AvgPool2d, KernelConv2d, MaxPool2d, MinPool2d, RequireSize, StochasticPool2d, Upsample2d,
     ValueRange, exact_integer_dtype, whole_windows_only,
 )
 from convfilter.modes import DEVICES, check_choice
-from convfilter.steps import AdaptivePoolStep, ConvStep, PoolStep, Step
+from convfilter.steps import AdaptivePoolStep, ConvStep, PoolStep, Step, largest_size
 
 
 def _conv_layers(step: ConvStep, max_value: float, channels: int) -> list[nn.Module]:
@@ -116,11 +116,14 @@ def set_threads(threads: int | None) -> None:
 class Filter:
     """A built pipeline on a device: call it with an (H, W) or (H, W, C) uint8/uint16 array, get
     one back. With C = 2 or 4 the last channel is alpha: it follows the geometry only.
-    Safe to call from several threads: the frozen models are only read."""
+    Safe to call from several threads: the frozen models are only read. With `max_pixels`, an
+    image that the steps would make larger than that (upsampling, pooling to a size) is refused
+    before any memory is taken for it."""
 
-    def __init__(self, steps: list[Step], device: str = "auto"):
+    def __init__(self, steps: list[Step], device: str = "auto", max_pixels: int | None = None):
         self.steps = steps
         self.device = resolve_device(device)
+        self.max_pixels = max_pixels
         self._models: dict[tuple, nn.Sequential] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +135,18 @@ class Filter:
                 self._models[key] = build(steps, max_value, channels).to(self.device)
             return self._models[key]
 
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse (InputError) an image of height x width that the steps would make larger than
+        `max_pixels` on the way."""
+        if self.max_pixels is None:
+            return
+        rows, cols = largest_size(self.steps, height, width)
+        if rows * cols > self.max_pixels:
+            raise InputError(f"the filter would make it {cols}x{rows}, {rows * cols} pixels, "
+                             f"more than --max-pixels {self.max_pixels}")
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        self.check_size(*image.shape[:2])
         max_value = float(np.iinfo(image.dtype).max)
         if image.ndim == 2:
             return run(self.model(max_value), image[None, None], self.device)[0, 0]

@@ -224,3 +224,37 @@ def op_name(steps: list[Step]) -> str:
     runs = [(name, len(list(run))) for name, run in itertools.groupby(names)]
     return "+".join(name if count == 1 else f"{name}x{count}" for name, count in runs)
 
+
+
+def _after(step: Step, height: int, width: int) -> tuple[int, int]:
+    """An image's (height, width) after one step, as torch's layers give it."""
+    if isinstance(step, ConvStep):  # padded to keep the size, then strided
+        for _ in range(step.repeat):
+            height, width = (height - 1) // step.stride + 1, (width - 1) // step.stride + 1
+        return height, width
+    if isinstance(step, PoolStep):
+        return _pooled(height, step), _pooled(width, step)
+    if isinstance(step, AdaptivePoolStep):
+        return step.height, step.width
+    return height * step.factor, width * step.factor
+
+
+def _pooled(size: int, step: PoolStep) -> int:
+    """torch's pooled size without padding: in ceil mode a last, partial window where one starts
+    inside the image."""
+    if size < step.size:  # too small to pool: refused when it runs
+        return 0
+    count = (size - step.size) // step.stride + 1
+    if step.ceil and (size - step.size) % step.stride:
+        count += 1 if (count * step.stride) < size else 0
+    return count
+
+
+def largest_size(steps: list[Step], height: int, width: int) -> tuple[int, int]:
+    """The (height, width) of the largest image (in pixels) that the steps make from one of
+    height x width: upsampling and pooling to a size can make images far larger than the input."""
+    largest = (0, 0)
+    for step in steps:
+        height, width = _after(step, height, width)
+        largest = max(largest, (height, width), key=lambda size: size[0] * size[1])
+    return largest

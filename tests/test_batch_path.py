@@ -178,3 +178,19 @@ def test_a_fifo_in_a_batch_is_one_error_not_a_hang(tmp_path):
     assert done.returncode == 1
     assert done.stderr.decode().splitlines()[0] == f"convfilter: error: '{tmp_path / 'pipe.jpg'}': empty input (no bytes)"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.jpg"]
+
+
+def test_batches_refuse_results_over_max_pixels_like_the_per_file_path(cli, folder, tmp_path):
+    """2x upsampling under --max-pixels 200000: the 160x240 JPEGs (153,600 pixels after) are
+    written, the 300x200 ones (240,000 after) fail with the per-file path's message."""
+    options = ["--factor", "2", "--max-pixels", "200000", "--device", "cpu"]
+    per_file = cli("upsample", folder, *options, "-o", tmp_path / "one")
+    batched = cli("upsample", folder, *options, "-o", tmp_path / "batch", "--batch", "4")
+    assert (batched.exit_code, per_file.exit_code) == (1, 1)
+    errors = sorted(line for line in batched.stderr.splitlines() if line.startswith("convfilter: error:"))
+    assert errors == sorted(line for line in per_file.stderr.splitlines() if line.startswith("convfilter: error:"))
+    assert f"convfilter: error: '{folder / 'wide0.jpg'}': the filter would make it 600x400, 240000 pixels, " \
+           "more than --max-pixels 200000" in errors
+    assert sorted(path.name for path in (tmp_path / "batch").iterdir()) == ["tall0.jpg", "tall1.jpg", "tall2.jpg"]
+    for name in ["tall0", "tall1", "tall2"]:
+        assert gray(tmp_path / "batch" / f"{name}.jpg").shape == (480, 320)

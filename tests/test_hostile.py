@@ -329,3 +329,19 @@ def test_full_disk_leaves_no_partial_file_and_the_input_untouched(cli, camera_co
                              f"'{camera_copy.parent / 'photo_blur.png'}': No space left on device\n")
     assert listing(camera_copy.parent) == ["photo.png"]
     assert camera_copy.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [["upsample", "--factor", "16"], ["pool", "--to", "100000x100000"]])
+def test_a_result_over_max_pixels_is_refused_before_it_takes_the_memory(cli, tmp_path, command):
+    """A 3000x2000 image is within the default limit; 16x upsampled (48000x32000) or pooled to a
+    set size it would need gigabytes. It fails on its own (exit 1): the small image is upsampled;
+    pooled to that size, it fails too, and nothing is written."""
+    Image.fromarray(np.zeros((2000, 3000), np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "small.png")
+    out = tmp_path / "out"
+    result = cli(command[0], tmp_path / "big.png", tmp_path / "small.png", *command[1:], "-o", out)
+    size = "48000x32000, 1536000000" if command[0] == "upsample" else "100000x100000, 10000000000"
+    assert result.exit_code == 1
+    assert (f"convfilter: error: '{tmp_path / 'big.png'}': the filter would make it {size} pixels, more than "
+            "--max-pixels 89478485\n") in result.stderr
+    assert (listing(out) if out.exists() else []) == (["small.png"] if command[0] == "upsample" else [])

@@ -404,3 +404,39 @@ def test_a_band_padded_alone_equals_the_rows_of_the_padded_image(border, margins
             band = torch.full((1, 2, count, whole.shape[-1]), -1, dtype=torch.int16)
             borders.pad_band(x, first, band, left, right, top, border)
             assert torch.equal(band, whole[..., first: first + count, :]), (first, count)
+
+
+# ---------------------------------------------------------------------------- results larger than --max-pixels
+
+SIZE_STEPS = [
+    {"kernel": "sharpen"}, {"kernel": "gaussian5", "stride": 3, "border": "replicate"},
+    {"kernel": "blur", "stride": 2, "repeat": 3, "border": "zeros"},
+    {"pool": "avg", "size": 3, "stride": 2}, {"pool": "max", "size": 3, "stride": 2, "ceil": True},
+    {"pool": "max", "size": 2, "stride": 5, "ceil": True}, {"pool": "min", "size": 5, "stride": 4, "ceil": True},
+    {"pool": "avg", "to": "13x4"}, {"upsample": "nearest", "factor": 3}, {"upsample": "bilinear", "factor": 2},
+]
+
+
+@pytest.mark.parametrize("shape", [(37, 29), (40, 41), (25, 18)])
+@pytest.mark.parametrize("first, second", [(a, b) for a in range(len(SIZE_STEPS)) for b in (0, 3, 4, 8)])
+def test_largest_size_is_that_of_the_images_the_layers_make(shape, first, second):
+    """Against torch's own layers: each step's image, one step at a time."""
+    from convfilter.steps import from_table, largest_size
+
+    steps = [from_table(SIZE_STEPS[first]), from_table(SIZE_STEPS[second])]
+    image, sizes = np.zeros(shape, np.uint8), []
+    for step in steps:
+        image = pipeline.Filter([step], "cpu")(image)
+        sizes.append(image.shape)
+    assert largest_size(steps, *shape) == max(sizes, key=lambda size: size[0] * size[1])
+
+
+def test_an_image_the_steps_would_make_too_large_is_refused_before_running():
+    from convfilter.steps import from_table
+
+    steps = [from_table({"upsample": "nearest", "factor": 4}), from_table({"pool": "avg", "size": 4})]
+    image = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    assert np.array_equal(pipeline.Filter(steps, "cpu", max_pixels=960)(image), image)  # 40x24 on the way
+    with pytest.raises(InputError) as raised:
+        pipeline.Filter(steps, "cpu", max_pixels=959)(image)
+    assert str(raised.value) == "the filter would make it 40x24, 960 pixels, more than --max-pixels 959"
