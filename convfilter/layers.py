@@ -23,18 +23,20 @@ def exporting() -> bool:
 
 
 class RequireSize(nn.Module):
-    """Refuses (as a per-image InputError) an image smaller than the next layer can take."""
+    """Refuses (as a per-image InputError) an image smaller than the next layer can take.
+    `after` names the steps before it, if any: the image it sees is theirs, not the input."""
 
-    def __init__(self, min_height: int, min_width: int, reason: str):
+    def __init__(self, min_height: int, min_width: int, reason: str, after: str = ""):
         super().__init__()
-        self.min_height, self.min_width, self.reason = min_height, min_width, reason
+        self.min_height, self.min_width, self.reason, self.after = min_height, min_width, reason, after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if exporting():
             return x
         height, width = x.shape[-2:]
         if height < self.min_height or width < self.min_width:
-            raise InputError(f"image is {width}x{height}, too small: {self.reason}")
+            after = f" after {self.after}" if self.after else ""
+            raise InputError(f"image is {width}x{height}{after}, too small: {self.reason}")
         return x
 
 

@@ -10,6 +10,7 @@ follows the geometry (strides, pooling, upsampling).
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,10 +23,10 @@ from convfilter.layers import (
     ValueRange, exact_integer_dtype, whole_windows_only,
 )
 from convfilter.modes import DEVICES, check_choice
-from convfilter.steps import AdaptivePoolStep, ConvStep, PoolStep, Step, largest_size
+from convfilter.steps import AdaptivePoolStep, ConvStep, PoolStep, Step, largest_size, op_name
 
 
-def _conv_layers(step: ConvStep, max_value: float, channels: int) -> list[nn.Module]:
+def _conv_layers(step: ConvStep, max_value: float, channels: int, after: str) -> list[nn.Module]:
     height, width = len(step.weights), len(step.weights[0])
     layers: list[nn.Module] = []
     if step.border in ("reflect", "circular"):
@@ -39,6 +40,7 @@ def _conv_layers(step: ConvStep, max_value: float, channels: int) -> list[nn.Mod
                 half_w + extra,
                 f"a {width}x{height} kernel with --border {step.border} needs each side "
                 f"{longer} {max(half_h, half_w)} pixels",
+                after,
             )
         )
     bias = step.bias * max_value / 255.0  # bias is given in 0-255 units
@@ -47,8 +49,9 @@ def _conv_layers(step: ConvStep, max_value: float, channels: int) -> list[nn.Mod
     return layers
 
 
-def _pool_layers(step: PoolStep) -> list[nn.Module]:
-    check = RequireSize(step.size, step.size, f"--size {step.size} pooling needs at least {step.size}x{step.size} pixels")
+def _pool_layers(step: PoolStep, after: str) -> list[nn.Module]:
+    check = RequireSize(step.size, step.size, f"--size {step.size} pooling needs at least {step.size}x{step.size} pixels",
+                        after)
     if step.mode == "stochastic":
         return [check, StochasticPool2d(step.size, step.stride, step.ceil, step.seed)]
     pool_class = {"avg": AvgPool2d, "max": MaxPool2d, "min": MinPool2d}[step.mode]
@@ -62,14 +65,15 @@ def _adaptive_layer(step: AdaptivePoolStep) -> nn.Module:
 
 
 def build(steps: list[Step], max_value: float = 255.0, channels: int = 1) -> nn.Sequential:
-    """The steps as one frozen `nn.Sequential`; repeat and stride are options of the layers."""
+    """The steps as one frozen `nn.Sequential`; repeat and stride are options of the layers.
+    A size check past the first layer names the steps before it (`after pool6`)."""
     layers: list[nn.Module] = []
-    for step in steps:
+    for index, step in enumerate(steps):
         if isinstance(step, ConvStep):
-            for _ in range(step.repeat):
-                layers.extend(_conv_layers(step, max_value, channels))
+            for done in range(step.repeat):
+                layers.extend(_conv_layers(step, max_value, channels, op_name([*steps[:index], replace(step, repeat=done)])))
         elif isinstance(step, PoolStep):
-            layers.extend(_pool_layers(step))
+            layers.extend(_pool_layers(step, op_name(steps[:index])))
         elif isinstance(step, AdaptivePoolStep):
             layers.append(_adaptive_layer(step))
         else:

@@ -265,6 +265,24 @@ def test_tiny_images_work_with_replicate_and_zeros(border):
     assert max_diff(apply(image, ["gaussian5"], border), scipy_filter(image, weights, border)) <= 1
 
 
+@pytest.mark.parametrize("tables, message", [
+    ([{"pool": "max", "size": 6}, {"kernel": "gaussian5"}],
+     "image is 2x2 after pool6, too small: a 5x5 kernel with --border reflect needs each side longer than 2 pixels"),
+    ([{"kernel": "gaussian5", "stride": 2, "repeat": 4}],
+     "image is 2x2 after gaussian5+gaussian5+gaussian5, too small: a 5x5 kernel with --border reflect needs "
+     "each side longer than 2 pixels"),
+    ([{"kernel": "blur", "stride": 5}, {"pool": "avg", "size": 4}],
+     "image is 3x3 after blur, too small: --size 4 pooling needs at least 4x4 pixels"),
+])
+def test_a_later_step_too_large_for_the_image_says_after_which_steps(tables, message):
+    """The input (12x12) is large enough; the image the earlier steps make is not."""
+    from convfilter.steps import from_table
+
+    with pytest.raises(InputError) as raised:
+        pipeline.Filter([from_table(table) for table in tables], "cpu")(np.zeros((12, 12), np.uint8))
+    assert str(raised.value) == message
+
+
 def test_pool_larger_than_image_is_an_input_error():
     with pytest.raises(InputError, match=r"^image is 3x3, too small: --size 4 pooling needs at least 4x4 pixels$"):
         pool(np.zeros((3, 3), np.uint8), size=4, stride=None, mode="max", ceil=True)
