@@ -8,6 +8,8 @@ from PIL import Image, ImageDraw, ImageFont
 from convfilter.imageio import to_8bit
 
 LABEL_HEIGHT = 28
+LABEL_MARGIN = 2  # pixels kept clear on each side of a label
+FONT_SIZES = range(18, 9, -1)  # a label takes the largest that fits its tile
 GAP = 8
 BACKGROUND = (255, 255, 255)
 
@@ -26,10 +28,22 @@ def _labelled(picture: Image.Image, label: str, width: int, height: int) -> Imag
     tile = Image.new("RGB", (width, height + LABEL_HEIGHT), BACKGROUND)
     tile.paste(picture, ((width - picture.width) // 2, LABEL_HEIGHT + (height - picture.height) // 2))
     draw = ImageDraw.Draw(tile)
-    font = ImageFont.load_default(size=18)
+    label, font = _fitted(draw, label, width - 2 * LABEL_MARGIN)
     text_width = draw.textlength(label, font=font)
-    draw.text(((width - text_width) / 2, 4), label, fill=(0, 0, 0), font=font)
+    draw.text(((width - text_width) / 2, 4 + (FONT_SIZES[0] - font.size) / 2), label, fill=(0, 0, 0), font=font)
     return tile
+
+
+def _fitted(draw: ImageDraw.ImageDraw, label: str, width: float) -> tuple[str, ImageFont.FreeTypeFont]:
+    """The label and the largest font size it fits `width` in; at the smallest size, the label cut
+    short with an ellipsis (a 64-pixel tile, a long chain of kernel names)."""
+    for size in FONT_SIZES:
+        font = ImageFont.load_default(size=size)
+        if draw.textlength(label, font=font) <= width:
+            return label, font
+    while len(label) > 1 and draw.textlength(label + "…", font=font) > width:
+        label = label[:-1]
+    return label + "…", font
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray, before_label: str, after_label: str) -> Image.Image:

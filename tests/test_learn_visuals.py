@@ -137,6 +137,19 @@ def test_kernels_preview_contact_sheet(cli, tmp_path):
     assert colour.exit_code == 0
 
 
+@pytest.mark.parametrize("label, width", [("gaussian3", 64), ("motion-blur", 64), ("sharpen+blur+" * 8, 300),
+                                          ("sobel-x", 16)])
+def test_a_label_is_drawn_whole_or_cut_short_inside_its_tile(label, width):
+    """Text in the label band, none in the 2 pixels at either side (a label wider than its
+    tile ran off both sides of a 64-pixel preview tile)."""
+    from convfilter import visuals
+
+    tile = visuals._labelled(Image.new("RGB", (width, 20)), label, width, 20)
+    band = np.asarray(tile.convert("L"))[: visuals.LABEL_HEIGHT]
+    assert (band < 128).any()
+    assert (band[:, :visuals.LABEL_MARGIN] == 255).all() and (band[:, -visuals.LABEL_MARGIN:] == 255).all()
+
+
 def test_kernels_left_out_of_a_preview_make_it_exit_1(cli, tmp_path):
     """A 3x3 photo is too small for the larger kernels under reflect: the sheet is written with
     the others, each left-out kernel is an error line, and the exit code says so."""
