@@ -158,8 +158,9 @@ def _conv(table: dict, name: Naming) -> ConvStep:
     weights = kernel.weights(flip=table.get("flip", False))
     reach = 65535 * math.fsum(abs(v) for row in weights for v in row) + 257 * abs(kernel.bias)
     if reach > OUTPUT_REACH:
+        given_here = [f"{name(key)} {table[key]}" for key in ("scale", "bias") if key in table]  # the likely cause
         raise KernelError(
-            f"{kernel.origin}: outputs could reach {reach:.3g} (65535 x the sum of the weights' magnitudes, "
+            f"{kernel.origin}{' with ' + ' and '.join(given_here) if given_here else ''}: outputs could reach {reach:.3g} (65535 x the sum of the weights' magnitudes, "
             f"plus the bias), more than {OUTPUT_REACH:.0e}, the room float32 leaves for the sums"
         )
     return ConvStep(

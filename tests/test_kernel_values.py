@@ -189,15 +189,22 @@ def test_an_empty_kernel_spec(cli, camera_copy, spec):
 # ---------------------------------------------------------------------------- outputs within float32
 
 
-@pytest.mark.parametrize("spec, extra", [("3e38,-3e38", []), ("1e37,1e37", ["--range", "stretch"]),
-                                          ("1, 1", ["--bias", "1e26"]), ("1e24, 1e24", [])])
-def test_weights_whose_outputs_could_overflow_float32_are_refused(cli, camera_copy, spec, extra):
+@pytest.mark.parametrize("spec, extra, cause", [
+    ("3e38,-3e38", [], ""), ("1e37,1e37", ["--range", "stretch"], ""), ("1, 1", ["--bias", "1e26"], " with --bias 1e+26"),
+    ("1e24, 1e24", [], ""), ("sharpen", ["--scale", "1e30"], " with --scale 1e+30"),
+    ("1, 2", ["--scale", "1e20", "--bias", "-1e27"], " with --scale 1e+20 and --bias -1e+27"),
+])
+def test_weights_whose_outputs_could_overflow_float32_are_refused(cli, camera_copy, spec, extra, cause):
     """Each weight fits in float32, but their sums would not: once inf - inf = NaN, a silent
-    black or white image."""
+    black or white image. The message names --scale and --bias where given: the kernel file is
+    not to blame."""
+    from convfilter import kernels
+
     out = camera_copy.parent / "out.png"
     result = cli("apply", camera_copy, "-k", spec, *extra, "-o", out)
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"convfilter: error: inline kernel '{spec}': outputs could reach ")
+    origin = kernels.resolve(spec).origin
+    assert result.stderr.startswith(f"convfilter: error: {origin}{cause}: outputs could reach ")
     assert result.stderr.endswith(", more than 1e+28, the room float32 leaves for the sums\n")
     assert not out.exists()
 
