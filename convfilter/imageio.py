@@ -90,8 +90,9 @@ def read_image(
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
             if background is not None and has_alpha(image):  # a grey PNG's transparent colour too
-                image = _composite(image, background)
-            elif pixels is not None and image.im is pixels[1]:  # decoded into the array, not turned
+                image = _composite(image, background, color)
+            elif pixels is not None and image.im is pixels[1] and not (color and has_alpha(image)):
+                # decoded into the array, not turned (with --color, a transparent colour becomes alpha)
                 return pixels[0]
             return _colour_array(image) if color else _gray_array(image)
     except PermissionError:
@@ -135,9 +136,31 @@ def has_alpha(image: Image.Image) -> bool:
     return image.mode in ALPHA_MODES or "transparency" in image.info
 
 
-def _composite(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+DEEP_GREY_MODES = (*SIXTEEN_BIT_MODES, "I")
+
+
+def _composite(image: Image.Image, background: tuple[int, int, int], color: bool) -> Image.Image:
+    """The image over an opaque background colour. A grey image on a grey background stays grey
+    (an RGB picture is made only when a colour is seen); a 16-bit one stays 16-bit."""
+    grey = image.mode in ("L", "LA", "La", *DEEP_GREY_MODES) and (not color or len(set(background)) == 1)
+    if image.mode in DEEP_GREY_MODES:  # its transparent colour: Pillow's RGBA would clip it to 8 bits
+        return _composite_deep(image, background, grey)
     rgba = image.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba)
+    return flat.convert("L" if grey else "RGB")
+
+
+def _composite_deep(image: Image.Image, background: tuple[int, int, int], grey: bool) -> Image.Image:
+    """A 16-bit grey image with a transparent colour over the background: 16-bit grey, the
+    background's luma x 257 where it was transparent; RGB (8-bit) for a colour background."""
+    values = _gray_array(image)
+    transparent = values == image.info["transparency"]
+    if grey:
+        level = Image.new("RGB", (1, 1), background).convert("L").getpixel((0, 0))  # Pillow's luma
+        return Image.fromarray(np.where(transparent, np.uint16(level * 257), values).astype(np.uint16))
+    rgb = np.repeat(to_8bit(values)[..., None], 3, axis=2)
+    rgb[transparent] = background
+    return Image.fromarray(rgb)
 
 
 COLOUR_MODES = {"L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA": "RGBA", "RGBa": "RGBA", "PA": "RGBA"}
@@ -147,8 +170,11 @@ def _colour_array(image: Image.Image) -> np.ndarray:
     """(H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA, 8-bit; deep grey
     images (16-bit, 32-bit, float) by the grayscale rules."""
     if image.mode in (*SIXTEEN_BIT_MODES, "I", "F", "1"):
-        return _gray_array(image)
-    target = COLOUR_MODES.get(image.mode) or ("RGBA" if has_alpha(image) else "RGB")
+        return _gray_array(image)  # a 16-bit image's transparent colour is dropped: Pillow has no 16-bit grey + alpha
+    if image.mode == "L" and has_alpha(image):  # a transparent colour becomes alpha, as a palette's does
+        target = "LA"
+    else:
+        target = COLOUR_MODES.get(image.mode) or ("RGBA" if has_alpha(image) else "RGB")
     if image.mode != target:
         image = image.convert(target)
     return to_array(image)
@@ -226,16 +252,26 @@ COMMON_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF"
                   ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF", ".pgm": "PPM", ".ppm": "PPM"}
 
 
+# Suffixes Pillow would write, but not as what they name: a reader trusting the suffix misreads them.
+MISNAMED = {
+    ".pbm": "Pillow writes 8-bit PGM data under it, and PBM is 1-bit",
+    ".pfm": "Pillow writes 8-bit PGM data under it, and PFM is floating point",
+    ".icns": "Pillow scales the image to fixed icon sizes",
+}
+
+
 @functools.lru_cache(maxsize=256)
 def format_for(name: str) -> str:
     """The Pillow format that writes a suffix or --format name ('jpg', '.png', 'TIFF' ...)."""
     suffix = "." + name.lower().lstrip(".")
     if suffix in COMMON_FORMATS:
         return COMMON_FORMATS[suffix]
+    if suffix in MISNAMED:
+        raise UsageError(f"output format {name!r} is not written: {MISNAMED[suffix]}; use .png, .tif or .pgm")
     Image.init()
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
-        known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE})
+        known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE} - set(MISNAMED))
         raise UsageError(f"unknown output format {name!r}; choose from {' '.join(known)}")
     return fmt
 
@@ -276,13 +312,32 @@ class Encoding:
         return {}
 
 
+# Formats whose files hold an alpha channel as Pillow writes them: grey + alpha and RGBA; RGBA only
+# (grey + alpha is written as RGBA; GIF keeps transparent or opaque, one transparent colour). Every
+# other format (JPEG, BMP, PPM, PCX, ...) gets the image without its alpha.
+KEEPS_ALPHA = ("PNG", "TIFF", "WEBP", "TGA", "IM", "JPEG2000", "DDS", "AVIF", "ICO")
+KEEPS_ALPHA_AS_RGBA = ("QOI", "SGI", "GIF")
+ICO_SIDE = 256  # the largest icon an ICO file holds
+
+
 def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = Encoding()) -> None:
-    """Write one grayscale array to a stream in a Pillow format; 16-bit only where it can be kept."""
+    """Write one image array to a stream in a Pillow format; 16-bit only where it can be kept,
+    alpha only where the format holds it. ValueError where the format cannot hold the image."""
     if fmt not in SIXTEEN_BIT_FORMATS:
         array = to_8bit(array)
-    if fmt == "JPEG" and array.ndim == 3 and array.shape[2] in (2, 4):
-        array = array[..., :-1].squeeze(2) if array.shape[2] == 2 else array[..., :3]  # JPEG has no alpha
-    Image.fromarray(np.ascontiguousarray(array)).save(stream, format=fmt, **encoding.options(fmt))
+    alpha = array.ndim == 3 and array.shape[2] in (2, 4)
+    if alpha and fmt not in (*KEEPS_ALPHA, *KEEPS_ALPHA_AS_RGBA):
+        array = array[..., :-1].squeeze(2) if array.shape[2] == 2 else array[..., :3]
+    picture = Image.fromarray(np.ascontiguousarray(array))
+    if alpha and fmt in KEEPS_ALPHA_AS_RGBA and picture.mode == "LA":
+        picture = picture.convert("RGBA")
+    options = encoding.options(fmt)
+    if fmt == "ICO":  # Pillow's default is a set of icon sizes, the image scaled down to each
+        if max(picture.size) > ICO_SIDE:
+            raise ValueError(f"an ICO file holds images up to {ICO_SIDE}x{ICO_SIDE}, this one is "
+                             f"{picture.width}x{picture.height}")
+        options["sizes"] = [picture.size]
+    picture.save(stream, format=fmt, **options)
 
 
 def write_image(

@@ -81,6 +81,45 @@ def test_a_grey_image_with_a_transparent_colour_takes_the_background(cli, tmp_pa
     assert np.array_equal(white, np.where(grey == clear, 255, grey))
 
 
+def test_a_16_bit_grey_image_with_a_transparent_colour_takes_the_background_in_16_bits(cli, tmp_path):
+    """It went through Pillow's RGBA, which clips 16-bit values to 255: every pixel came out 255.
+    Grey backgrounds keep 16 bits (the background's level x 257); a colour one with --color gives
+    8-bit RGB, round(v / 257) where opaque."""
+    grey = np.random.default_rng(6).integers(0, 65536, (20, 30), dtype=np.uint16)
+    clear = int(grey[0, 0])
+    Image.fromarray(grey).save(tmp_path / "in.png", transparency=clear)
+    assert Image.open(tmp_path / "in.png").info["transparency"] == clear
+    for background, level in [("0", 0), ("white", 65535), ("#ff0000", 76 * 257)]:  # red: luma 76 (ITU-R 601-2)
+        out = run_identity(cli, tmp_path / "in.png", tmp_path / f"{level}.png", "--background", background)
+        assert out.mode == "I;16" and np.array_equal(np.asarray(out), np.where(grey == clear, level, grey))
+    coloured = run_identity(cli, tmp_path / "in.png", tmp_path / "red.png", "--background", "#ff0000", "--color")
+    eight = np.round(grey / 257).astype(np.uint8)
+    expected = np.where((grey == clear)[..., None], np.array([255, 0, 0], np.uint8), np.dstack([eight] * 3))
+    assert coloured.mode == "RGB" and np.array_equal(np.asarray(coloured), expected)
+
+
+def test_with_color_a_grey_image_keeps_its_transparent_colour_as_alpha(cli, tmp_path):
+    grey = np.random.default_rng(7).integers(0, 256, (20, 30), dtype=np.uint8)
+    clear = int(grey[0, 0])
+    Image.fromarray(grey).save(tmp_path / "in.png", transparency=clear)
+    out = run_identity(cli, tmp_path / "in.png", tmp_path / "out.png", "--color")
+    assert out.mode == "LA"
+    assert np.array_equal(np.asarray(out), np.dstack([grey, np.where(grey == clear, 0, 255).astype(np.uint8)]))
+
+
+def test_with_color_a_grey_image_on_a_grey_background_stays_grey(cli, tmp_path):
+    """Composited on white, grey + alpha is grey: out = g * a + 255 * (1 - a), within 1 level
+    (Pillow's integer rounding). On red it is colour."""
+    grey = np.random.default_rng(8).integers(0, 256, (20, 30), dtype=np.uint8)
+    alpha = np.tile(np.linspace(0, 255, 30).astype(np.uint8), (20, 1))
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(tmp_path / "in.png")
+    out = run_identity(cli, tmp_path / "in.png", tmp_path / "white.png", "--color", "--background", "white")
+    expected = grey * (alpha / 255) + 255 * (1 - alpha / 255)
+    assert out.mode == "L" and np.abs(np.asarray(out) - expected).max() <= 1
+    red = run_identity(cli, tmp_path / "in.png", tmp_path / "red.png", "--color", "--background", "red")
+    assert red.mode == "RGB" and np.abs(np.asarray(red)[..., 1] - grey * (alpha / 255)).max() <= 1
+
+
 def test_palette_with_and_without_transparency(cli, tmp_path, rgb):
     palette = Image.fromarray(rgb).quantize(16)
     palette.save(tmp_path / "p.png")
@@ -311,6 +350,63 @@ def test_format_that_cannot_hold_grayscale_is_refused_clearly(cli, camera_copy, 
     assert result.stderr == ("convfilter: error: output format '.xbm' (XBM) cannot hold a grayscale image: "
                              "cannot write mode L as XBM\n")
     assert listing(tmp_path) == ["photo.png"]
+
+
+@pytest.mark.parametrize("suffix, kept", [
+    (".png", "alpha"), (".tif", "alpha"), (".tga", "alpha"), (".webp", "alpha"), (".ico", "alpha"),
+    (".qoi", "alpha"), (".sgi", "alpha"), (".gif", "on/off"),
+    (".bmp", "dropped"), (".ppm", "dropped"), (".pcx", "dropped"), (".jpg", "dropped"),
+])
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_alpha_is_written_where_the_format_holds_it_and_dropped_elsewhere(cli, tmp_path, rgb, suffix, kept, mode):
+    """Alpha 0, 64, 128, 200, 255 in columns. BMP and PPM took RGBA and silently lost alpha but
+    refused grey + alpha (exit 1); GIF kept it on/off for RGBA only."""
+    alpha = np.tile(np.array([0, 64, 128, 200, 255], np.uint8).repeat(10)[: rgb.shape[1]], (rgb.shape[0], 1))
+    colour = np.asarray(Image.fromarray(rgb).convert("L")) if mode == "LA" else rgb
+    Image.fromarray(np.dstack([colour, alpha]), mode).save(tmp_path / "in.png")
+    out = run_identity(cli, tmp_path / "in.png", tmp_path / f"out{suffix}", "--color")
+    back = np.asarray(out.convert("RGBA"))
+    if kept == "alpha":
+        assert np.array_equal(back[..., 3], alpha)
+    elif kept == "on/off":
+        assert np.array_equal(back[..., 3], np.where(alpha == 0, 0, 255))
+    else:
+        assert out.mode in ("L", "RGB") and (back[..., 3] == 255).all()
+        if suffix != ".jpg":  # lossless: the colour itself is written
+            assert np.array_equal(np.asarray(out), colour)
+
+
+def test_ico_keeps_the_size_and_refuses_what_it_cannot_hold(cli, tmp_path):
+    """Pillow's default scaled the image down to its icon sizes (96x80 became 64x53)."""
+    Image.fromarray(np.full((80, 96), 9, np.uint8)).save(tmp_path / "small.png")
+    Image.fromarray(np.full((300, 200), 9, np.uint8)).save(tmp_path / "large.png")
+    assert run_identity(cli, tmp_path / "small.png", tmp_path / "small.ico").size == (96, 80)
+    result = cli("apply", tmp_path / "large.png", "-k", "identity", "-o", tmp_path / "large.ico")
+    assert result.exit_code == 1
+    assert result.stderr == (f"convfilter: error: '{tmp_path / 'large.png'}': cannot write '{tmp_path / 'large.ico'}' "
+                             "as ICO: an ICO file holds images up to 256x256, this one is 200x300\n")
+    assert not (tmp_path / "large.ico").exists()
+
+
+@pytest.mark.parametrize("suffix, why", [
+    (".pbm", "Pillow writes 8-bit PGM data under it, and PBM is 1-bit"),
+    (".pfm", "Pillow writes 8-bit PGM data under it, and PFM is floating point"),
+    (".icns", "Pillow scales the image to fixed icon sizes"),
+])
+def test_suffixes_pillow_would_write_as_something_else_are_refused(cli, camera_copy, tmp_path, suffix, why):
+    result = cli("apply", camera_copy, "-k", "blur", "-o", tmp_path / f"out{suffix}")
+    assert result.exit_code == 2
+    assert result.stderr == f"convfilter: error: output format '{suffix}' is not written: {why}; use .png, .tif or .pgm\n"
+    assert listing(tmp_path) == ["photo.png"]
+
+
+def test_an_input_whose_suffix_is_not_written_gets_a_png_beside_it(cli, tmp_path):
+    bits = np.indices((12, 16)).sum(axis=0) % 2 == 0
+    Image.fromarray(bits).save(tmp_path / "bits.pbm")
+    result = cli("apply", tmp_path / "bits.pbm", "-k", "identity")
+    assert result.exit_code == 0, result.stderr
+    assert listing(tmp_path) == ["bits.pbm", "bits_identity.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "bits_identity.png")), bits * 255)
 
 
 def test_full_disk_leaves_no_partial_file_and_the_input_untouched(cli, camera_copy, monkeypatch):
