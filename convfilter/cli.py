@@ -270,7 +270,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         raise UsageError("--from - and '-' both want standard input")
     expansion = inputs.expand(arguments, run.recursive, _listed(run))
     name = op or op_name(steps)
-    jobs = outputs.plan(expansion.sources, run.output, name, run.fmt, run.show, expansion.batch)
+    jobs = outputs.plan(expansion.sources, run.output, name, run.fmt, run.show, expansion.batch, run.overwrite)
     if shard:
         jobs = outputs.shard(jobs, *shard)
     if run.compare is not None and len(jobs) != 1:

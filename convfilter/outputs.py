@@ -122,8 +122,11 @@ def plan(
     fmt: str | None = None,
     show: bool = False,
     batch: bool = False,
+    overwrite: bool = False,
 ) -> list[Job]:
-    """The jobs for `sources`, output names by CONTRACT §6, formats and collisions checked up front."""
+    """The jobs for `sources`, output names by CONTRACT §6, formats and collisions checked up front.
+    `overwrite` as --overwrite: an output of this run that a walk also found as an input is then
+    refused, instead of left out as an earlier run's output."""
     batch = batch or len(sources) > 1
     if not sources:
         raise UsageError("no input images: give image files or directories, or pipe one on standard input")
@@ -140,19 +143,21 @@ def plan(
             raise UsageError(f"cannot tell the format of output {target!r}; give it a suffix or use --format")
         jobs.append(Job(source=source.path, target=target, format=format_for(written_as)))
     if batch and output not in (None, STDIO):
-        jobs = _without_earlier_outputs(jobs, sources)
+        jobs = _without_earlier_outputs(jobs, sources, output, overwrite)
         if not jobs:
             raise UsageError(f"no input images: every file found is an output of this run in {output!r}")
     _check_targets(jobs)
     return jobs
 
 
-def _without_earlier_outputs(jobs: list[Job], sources: list[Source]) -> list[Job]:
-    """The jobs less those whose input, found by a folder walk or glob, is the output another
-    input of this plan writes: an -o folder inside the input folder holds an earlier run's
-    outputs (photos -r -o photos/out), so a rerun with --skip-existing resumes. Compared as
-    files (device, inode): an -o reached through a symbolic link counts too. Files named one by
-    one stay, and an input that is its own output is still refused (_check_targets)."""
+def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str, overwrite: bool) -> list[Job]:
+    """The jobs less those whose input, found by a folder walk or glob inside the -o folder, is
+    the output another input of this plan writes: an -o folder inside the input folder holds an
+    earlier run's outputs (photos -r -o photos/out), so a rerun with --skip-existing resumes.
+    Compared as files (device, inode); the -o folder by its real path, so one reached through a
+    symbolic link counts too. Nothing tells such a file from a photo of the user's own there, so
+    with --overwrite, which would replace it, it is a usage error. Files named one by one, files
+    outside the -o folder, and an input that is its own output stay (_check_targets refuses it)."""
     written = {}
     for job in jobs:
         if job.target not in (None, STDIO):
@@ -160,15 +165,23 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source]) -> list[Job
                 info = os.stat(job.target)
             except (OSError, ValueError):  # not written yet: the first run
                 continue
-            written[(info.st_dev, info.st_ino)] = job
+            written.setdefault((info.st_dev, info.st_ino), job)
     if not written:
         return jobs
+    folder = os.path.join(os.path.realpath(output), "")
     kept = []
     for job, source in zip(jobs, sources):
-        if source.base is not None:
+        if source.base is not None and os.path.realpath(job.source).startswith(folder):
             with contextlib.suppress(OSError, ValueError):
                 info = os.stat(job.source)
-                if written.get((info.st_dev, info.st_ino), job) is not job:
+                writer = written.get((info.st_dev, info.st_ino), job)
+                if writer is not job and not same_file(job.source, job.target or ""):
+                    if overwrite:
+                        raise UsageError(
+                            f"output {writer.target!r} of {writer.source!r} is also an input, found in {source.base!r}; "
+                            "convfilter never overwrites an input: without --overwrite it is left out as an earlier "
+                            "output (--skip-existing resumes), or write outside the input folder"
+                        )
                     continue
         kept.append(job)
     return kept

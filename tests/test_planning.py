@@ -230,3 +230,38 @@ def test_an_output_folder_reached_through_a_link_is_recognised(tmp_path, monkeyp
     (tmp_path / "photos" / "linked").symlink_to(tmp_path / "elsewhere")
     jobs = plan(expand(["photos"], recursive=True).sources, "photos/linked", "blur", batch=True)
     assert [(j.source, j.target) for j in jobs] == [("photos/a.png", "photos/linked/a.png")]
+
+
+def test_with_overwrite_an_output_the_walk_found_as_an_input_is_refused(tmp_path, monkeypatch):
+    """photos/sub/a.png may be the user's own photo: left out without --overwrite (a rerun with
+    --skip-existing resumes), refused with it. It was left out and then replaced, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/a.png", "photos/sub/a.png")
+    sources = expand(["photos"], recursive=True).sources
+    assert [j.source for j in plan(sources, "photos/sub", "blur", batch=True)] == ["photos/a.png"]
+    with pytest.raises(UsageError) as raised:
+        plan(sources, "photos/sub", "blur", batch=True, overwrite=True)
+    assert str(raised.value) == (
+        "output 'photos/sub/a.png' of 'photos/a.png' is also an input, found in 'photos'; convfilter never "
+        "overwrites an input: without --overwrite it is left out as an earlier output (--skip-existing "
+        "resumes), or write outside the input folder")
+
+
+def test_an_input_whose_name_another_writes_is_refused_not_left_out(tmp_path, monkeypatch):
+    """photos/a.png -> photos/a.tif, which is an input too (its own output): exit 2, as when both
+    are named. It was left out as an earlier output, then replaced with --overwrite."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "photos/a.png", "photos/a.tif")
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match=r"^output 'photos/a.tif' is the input 'photos/a.tif'; convfilter never"):
+            plan(expand(["photos"]).sources, "photos", "blur", fmt="tif", batch=True, overwrite=overwrite)
+
+
+def test_an_input_outside_the_output_folder_is_never_taken_for_an_output(tmp_path, monkeypatch):
+    """out/p.png is a hard link to x/q.png: x/q.png is still an input (it was left out)."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, "x/p.png", "x/q.png")
+    (tmp_path / "out").mkdir()
+    os.link(tmp_path / "x/q.png", tmp_path / "out/p.png")
+    jobs = plan(expand(["x"]).sources, "out", "blur", batch=True, overwrite=True)
+    assert [(j.source, j.target) for j in jobs] == [("x/p.png", "out/p.png"), ("x/q.png", "out/q.png")]
