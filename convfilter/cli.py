@@ -587,11 +587,16 @@ def learn(
     from convfilter.files import atomic_write, exists_error
     from convfilter.modes import BORDERS, check_choice
 
+    from convfilter.steps import check_seed
+
     check_choice("border", border, BORDERS)
     check_choice("device", device, DEVICES)
+    check_seed("--seed", seed)
     if output is not None:
         from convfilter.outputs import check_single_output
 
+        if Path(output).suffix.lower() != ".toml":  # kernels.resolve reads any other suffix as a plain matrix
+            raise UsageError(f"-o {output!r}: learn writes a TOML kernel file; give it the suffix .toml")
         check_single_output("-o", output, [before, after])
     images = []
     for label, path in (("BEFORE", before), ("AFTER", after)):

@@ -108,7 +108,11 @@ def parse_number(text: object, where: str) -> float:
     if isinstance(text, bool):
         raise KernelError(f"{where}: expected a number, got {str(text).lower()}")
     if isinstance(text, (int, float)):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:  # an integer of hundreds of digits (TOML has no limit)
+            digits = str(text)
+            raise KernelError(f"{where}: value {digits[:12]}... ({len(digits)} digits) is {_OUT_OF_RANGE}") from None
     elif isinstance(text, str):
         numerator, slash, denominator = text.strip().partition("/")
         try:

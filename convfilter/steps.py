@@ -187,9 +187,21 @@ def _pool(table: dict, name: Naming) -> PoolStep | AdaptivePoolStep:
     _choice("pool mode", mode, POOL_MODES)
     if "seed" in table and mode != "stochastic":
         raise UsageError(f"{name('seed')} is for stochastic pooling only")
+    if "seed" in table:
+        check_seed(name("seed"), table["seed"])
     size = _at_least_one(name("size"), table.get("size", DEFAULT_POOL_SIZE))
     stride = _at_least_one(name("stride"), table.get("stride", size))
     return PoolStep(size=size, stride=stride, mode=mode, ceil=table.get("ceil", False), seed=table.get("seed"))
+
+
+SEED_MAX = 2 ** 64 - 1  # torch's generators take 64-bit seeds
+
+
+def check_seed(name: str, seed: int) -> int:
+    """A seed torch's generators take: 0 to SEED_MAX."""
+    if not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"{name} must be from 0 to {SEED_MAX}, got {seed}")
+    return seed
 
 
 def given(**options) -> dict:

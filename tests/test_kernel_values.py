@@ -224,3 +224,34 @@ def test_large_weights_whose_outputs_fit_still_filter(cli, tmp_path):
     expected = np.where(source.astype(int) + following > 0, 255, 0)  # 0 only where both pixels are 0
     assert (expected == 0).any() and (expected == 255).any()
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("weights = [[1%s]]\n", "kernel file '{file}', line 1"),
+    ("weights = [[1]]\nscale = 1%s\n", "kernel file '{file}', line 2: 'scale'"),
+])
+def test_an_integer_too_large_for_a_float_is_a_kernel_error(cli, camera_copy, tmp_path, text, where):
+    """TOML integers have no limit; float() of one with 400 digits raised OverflowError: an
+    internal error, exit 1."""
+    kernel = tmp_path / "big.toml"
+    kernel.write_text(text % ("0" * 400))
+    result = cli("apply", camera_copy, "-k", kernel, "-o", tmp_path / "out.png")
+    assert (result.exit_code, result.stdout) == (2, b"")
+    assert result.stderr == (f"convfilter: error: {where.format(file=kernel)}: value 100000000000... (401 digits) "
+                             "is out of float32's range (magnitudes up to 3.4028235e+38)\n")
+
+
+@pytest.mark.parametrize("place", ["option", "file"])
+def test_a_stochastic_seed_past_64_bits_is_a_usage_error(cli, camera_copy, tmp_path, place):
+    """It was a per-file internal error (torch: 'Overflow when unpacking long long'), exit 1."""
+    seed = 10 ** 20
+    if place == "option":
+        result = cli("pool", camera_copy, "--mode", "stochastic", "--seed", seed, "-o", tmp_path / "out.png")
+        named = "--seed"
+    else:
+        (tmp_path / "p.toml").write_text(f'[[step]]\npool = "stochastic"\nseed = {seed}\n')
+        result = cli("run", tmp_path / "p.toml", camera_copy, "-o", tmp_path / "out.png")
+        named = f"pipeline file '{tmp_path / 'p.toml'}', step 1 (line 1): 'seed'"
+    assert result.exit_code == 2
+    assert result.stderr == f"convfilter: error: {named} must be from 0 to 18446744073709551615, got {seed}\n"
+    assert not (tmp_path / "out.png").exists()

@@ -173,3 +173,18 @@ def test_learn_and_export_refuse_an_existing_output_before_working(cli, before, 
     result = cli("export", recipe, "-o", taken)
     assert (result.exit_code, result.stderr) == (1, f"convfilter: error: output '{taken}' exists (use --overwrite)\n")
     assert taken.read_text() == "keep"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["-o", "mine.txt"], "-o 'mine.txt': learn writes a TOML kernel file; give it the suffix .toml"),
+    (["-o", "mine"], "-o 'mine': learn writes a TOML kernel file; give it the suffix .toml"),
+    (["--seed", "-1"], "--seed must be from 0 to 18446744073709551615, got -1"),
+    (["--seed", str(2 ** 64)], f"--seed must be from 0 to 18446744073709551615, got {2 ** 64}"),
+])
+def test_learn_refuses_what_it_could_not_use_before_working(cli, before, tmp_path, monkeypatch, options, message):
+    """A kernel file named .txt was written as TOML, which `apply -k` then read as a plain matrix
+    and refused; a seed past 64 bits was an internal error."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("learn", before, before, "--size", "3", *options)
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before.png"]
