@@ -76,12 +76,28 @@ def reports_errors(command: Callable) -> Callable:
 
             discard_standard_output()
             raise typer.Exit(141) from None
+        except OSError as error:
+            if error.filename is not None or error.errno is None:  # not standard output's: a bug, as below
+                _traceback()
+                _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
+                raise typer.Exit(1) from None
+            _standard_output_failed(error)  # a plan, report or table on a full disk (> /dev/full)
+            raise typer.Exit(1) from None
         except Exception as error:  # a bug: still one line, the traceback with --debug
             _traceback()
             _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _standard_output_failed(error: OSError) -> None:
+    """One error line for standard output that cannot be written (a full disk); what is still
+    buffered for it is dropped, so that the last flush does not fail again."""
+    from convfilter.files import discard_standard_output
+
+    discard_standard_output()
+    _error(f"cannot write to standard output: {error.strerror or error}")
 
 
 def _version(value: bool) -> None:
@@ -262,6 +278,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     max_pixels = run.max_pixels or imageio.DEFAULT_MAX_PIXELS
     pipeline = None if run.dry_run else BackgroundFilter(steps, run.device, max_pixels)  # torch loads meanwhile
     arguments = list(run.inputs or [])
+    _check_standard_input(arguments, run.from_list)
     if not arguments and run.from_list is None:
         if sys.stdin.isatty():
             raise UsageError("no input: give image files or directories, or pipe one on standard input")
@@ -282,7 +299,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
     if to_stdout and (run.json or run.dry_run):
         raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
-    if to_stdout and sys.stdout is None:  # started with its descriptor closed (1>&-)
+    if to_stdout and (sys.stdout is None or "stdout" in _closed_streams):  # started with it closed (1>&-)
         raise UsageError("standard output is closed; use -o FILE")
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write image data to a terminal; use -o FILE or a pipe")
@@ -755,9 +772,36 @@ def kernels_preview(
         raise typer.Exit(1)
 
 
+# The standard streams that were closed when convfilter started (`<&-`, `>&-`, `2>&-`): each is
+# /dev/null instead, so that no file convfilter opens takes descriptor 0, 1 or 2 (prints would
+# land in an output image), and a run that does not use the stream works; one that needs it
+# is told that it is closed.
+_closed_streams: set[str] = set()
+
+
+def _stand_in_for_closed_streams() -> None:
+    for descriptor, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one, if closed
+        if null != descriptor:
+            os.dup2(null, descriptor)
+            os.close(null)
+        setattr(sys, name, open(descriptor, "r" if descriptor == 0 else "w", closefd=False))
+        _closed_streams.add(name)
+
+
+def _check_standard_input(arguments: list[str], from_list: str | None) -> None:
+    """A usage error when the run would read standard input and it is closed."""
+    if "stdin" in _closed_streams and (not arguments and from_list is None or "-" in arguments or from_list == "-"):
+        raise UsageError("standard input is closed; give image files or directories")
+
+
 def main() -> None:
     """The console script: run the app; Ctrl-C exits 130 with one line."""
     from convfilter import allocator
+
+    _stand_in_for_closed_streams()
 
     allocator.keep_freed_memory()  # the process is the CLI's own: memory a worker frees is kept for its next image
     # Pillow warns (several lines each) about damaged files that it still reads or that fail
@@ -772,6 +816,16 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("convfilter: interrupted\n")
         code = 130
+    except BrokenPipeError:  # help or a parser message to a reader that left (--help | head -1)
+        from convfilter.files import discard_standard_output
+
+        discard_standard_output()
+        code = 141
+    except OSError as error:  # help to a full disk; the commands' own output is handled in them
+        if error.filename is not None:
+            raise
+        _standard_output_failed(error)
+        code = 1
     _exit(code)
 
 
@@ -779,9 +833,19 @@ def _exit(code: int | str | None) -> NoReturn:
     """Exit with `code`. Once torch is loaded, skip the interpreter's teardown: freeing torch's
     modules takes about 0.4 s here, a tenth of a 200-photo batch. By now every output is written
     and closed (atomically) and every worker joined; only the standard streams need flushing."""
+    try:
+        sys.stdout.flush()  # what a report left in the buffer: a full disk shows only now
+    except BrokenPipeError:  # the reader has gone: quiet, as for a tool stopped by SIGPIPE
+        from convfilter.files import discard_standard_output
+
+        discard_standard_output()
+    except OSError as error:
+        _standard_output_failed(error)
+        code = code or 1
+    except (AttributeError, ValueError):  # not a real stream (tests), or closed
+        pass
     if "torch" not in sys.modules or not isinstance(code, int):
         sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):  # closed (None, a broken pipe): nothing more to say
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            stream.flush()
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
     os._exit(code)

@@ -371,6 +371,9 @@ def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encodi
     except BrokenPipeError:  # the reader (head, a crashed program) stopped before the end
         discard_standard_output()
         raise OutputError("standard output was closed before the whole image was written") from None
+    except OSError as error:  # a full disk (> /dev/full)
+        discard_standard_output()
+        raise OutputError(f"cannot write to standard output: {error.strerror or error}") from None
 
 
 def show_image(array: np.ndarray) -> None:

@@ -590,3 +590,37 @@ def test_sizes_that_would_take_all_memory_are_usage_errors(cli, camera_copy, arg
     """A billion repeats is a billion layers; a factor of 20,000 a 10 TB image: refused, not killed."""
     result = cli(*[a.format(photo=camera_copy, dir=camera_copy.parent) for a in arguments])
     assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
+
+
+def shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`command` in bash in tmp_path, with `convfilter` standing for this Python's module."""
+    convfilter = f"{shlex.quote(sys.executable)} -m convfilter"
+    return subprocess.run(["bash", "-c", command.replace("convfilter", convfilter)], cwd=tmp_path,
+                          capture_output=True, timeout=300)
+
+
+def test_closed_standard_streams_break_only_the_runs_that_need_them(tmp_path):
+    """`<&-` and `>&-` gave an internal error (AttributeError on None) even with files in and out."""
+    Image.open(CAMERA).crop((0, 0, 64, 48)).save(tmp_path / "a.png")
+    done = shell("convfilter apply a.png -k blur -o in_closed.png <&- >&-", tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    expected = opencv_filter(gray(tmp_path / "a.png"), kernels.resolve("blur").weights(), "reflect")
+    assert max_diff(gray(tmp_path / "in_closed.png"), expected) <= 1
+    done = shell("convfilter apply - -k blur -o dash.png <&-", tmp_path)
+    assert (done.returncode, done.stderr) == (2, b"convfilter: error: standard input is closed; give image files "
+                                                 b"or directories\n")
+    done = shell("convfilter apply a.png -k blur -o - >&-", tmp_path)
+    assert (done.returncode, done.stderr) == (2, b"convfilter: error: standard output is closed; use -o FILE\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "in_closed.png"]
+
+
+@pytest.mark.parametrize("command, message", [
+    ("apply a.png -k blur -o - > /dev/full", "'a.png': cannot write to standard output: No space left on device"),
+    ("apply a.png -k blur -o out/ --dry-run > /dev/full", "cannot write to standard output: No space left on device"),
+    ("kernels > /dev/full", "cannot write to standard output: No space left on device"),
+])
+def test_a_full_standard_output_is_one_error_line(tmp_path, command, message):
+    """It was an internal error, or for --help a traceback."""
+    Image.open(CAMERA).crop((0, 0, 64, 48)).save(tmp_path / "a.png")
+    done = shell(f"convfilter {command}", tmp_path)
+    assert (done.returncode, done.stderr.decode()) == (1, f"convfilter: error: {message}\n")
