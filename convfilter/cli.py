@@ -298,7 +298,10 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         imageio.format_for(Path(run.compare).suffix or ".png")  # an unknown suffix: a usage error, now
     to_stdout = any(job.target == imageio.STDIO for job in jobs)
     if to_stdout and (run.json or run.dry_run):
-        raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
+        if run.output == imageio.STDIO:
+            raise UsageError("-o - writes the image to standard output; it cannot be used with --json or --dry-run")
+        raise UsageError("without -o, an image read from standard input or a pipe is written to standard output; "
+                         "that cannot be used with --json or --dry-run: give -o")
     if to_stdout and (sys.stdout is None or "stdout" in _closed_streams):  # started with it closed (1>&-)
         raise UsageError("standard output is closed; use -o FILE")
     if to_stdout and sys.stdout.isatty():

@@ -65,7 +65,11 @@ def sibling_dir(directory: str, op: str) -> str:
     return str(path.with_name(f"{path.name}_{op}"))
 
 
-def _is_pipe(path: str) -> bool:
+def _is_stream(path: str) -> bool:
+    """A pipe (<(...), a FIFO), or a name in /dev or /proc (/dev/stdin, /dev/fd/3), which is a
+    stream even when the shell opened a file for it: no folder beside it to write into."""
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
     try:
         return stat.S_ISFIFO(os.stat(path).st_mode)
     except (OSError, ValueError):  # missing: fails on its own, when it is read
@@ -78,9 +82,9 @@ def _target(source: Source, output: str | None, op: str, suffix: str | None, sho
             return None
         if source.path == STDIO:
             return STDIO
-        if _is_pipe(source.path):  # <(...), /dev/stdin: read like standard input, written likewise
+        if _is_stream(source.path):  # <(...), /dev/stdin: read like standard input, written likewise
             if batch:
-                raise UsageError(f"{source.path!r} is a pipe, with no folder beside it for its output; give -o")
+                raise UsageError(f"{source.path!r} is a stream, with no folder beside it for its output; give -o")
             return STDIO
         if source.base is not None:
             return str(Path(sibling_dir(source.base, op)) / _renamed(source.relative, suffix))

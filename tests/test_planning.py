@@ -206,7 +206,7 @@ def test_a_pipe_named_as_a_file_goes_to_standard_output_like_standard_input(tmp_
         pipe = f"/dev/fd/{read_end}"
         assert [job.target for job in plan([Source(pipe)], None, "blur")] == ["-"]
         assert [job.target for job in plan([Source(pipe)], str(tmp_path / "o.png"), "blur")] == [str(tmp_path / "o.png")]
-        with pytest.raises(UsageError, match=rf"^'{pipe}' is a pipe, with no folder beside it for its output; give -o$"):
+        with pytest.raises(UsageError, match=rf"^'{pipe}' is a stream, with no folder beside it for its output; give -o$"):
             plan([Source(pipe), Source(str(tmp_path / "a.png"))], None, "blur")
     finally:
         os.close(read_end)
@@ -265,3 +265,14 @@ def test_an_input_outside_the_output_folder_is_never_taken_for_an_output(tmp_pat
     os.link(tmp_path / "x/q.png", tmp_path / "out/p.png")
     jobs = plan(expand(["x"]).sources, "out", "blur", batch=True, overwrite=True)
     assert [(j.source, j.target) for j in jobs] == [("x/p.png", "out/p.png"), ("x/q.png", "out/q.png")]
+
+
+def test_a_file_opened_by_the_shell_as_dev_stdin_goes_to_standard_output(tmp_path):
+    """`apply /dev/stdin < photo.png`: /dev/stdin is then a regular file, and the output was
+    planned beside it, as /dev/stdin_blur.png."""
+    (tmp_path / "a.png").write_bytes(b"an image")
+    with open(tmp_path / "a.png", "rb") as opened:
+        name = f"/dev/fd/{opened.fileno()}"
+        assert os.path.isfile(name)
+        assert [job.target for job in plan([Source(name)], None, "blur")] == ["-"]
+        assert [job.target for job in plan([Source("/dev/stdin")], None, "blur")] == ["-"]
