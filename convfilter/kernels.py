@@ -55,7 +55,7 @@ class Kernel:
         factor, how = self.scale, [f"scale {self.scale:g}"] if self.scale != 1 else []
         if self.normalize:
             total = math.fsum(v for row in self.raw_weights for v in row)
-            if abs(total) < 1e-12:
+            if abs(total) <= 1e-12 * math.fsum(abs(v) for row in self.raw_weights for v in row):  # 0, or rounding's
                 raise KernelError(f"{self.origin}: cannot normalize: the weights sum to 0")
             factor /= total
             how.insert(0, f"normalize (the weights sum to {total:g})")
@@ -275,7 +275,7 @@ def load_file(path: Path) -> Kernel:
     """A kernel from a file: TOML for `.toml`, a plain matrix for any other suffix."""
     origin = f"kernel file {str(path)!r}"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM (Windows Notepad) is not a value
     except UnicodeDecodeError:
         raise KernelError(f"{origin}: not a text file") from None
     except OSError as error:
@@ -314,7 +314,8 @@ def available() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+# A kernel name: what `available` lists, any file name that is not hidden, without a folder part.
+_NAME = re.compile(r"[^/\\\x00.][^/\\\x00]*")
 _INLINE = re.compile(r"[\d\s.,;/+\-eE]+")
 
 

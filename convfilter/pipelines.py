@@ -43,7 +43,7 @@ def load(path: str) -> Pipeline:
     """Read and check a pipeline file; every error names the file, and the step and its line."""
     origin = f"pipeline file {path!r}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a leading BOM (Windows Notepad) is not TOML
     except FileNotFoundError:
         raise UsageError(f"{origin} not found") from None
     except (OSError, UnicodeDecodeError) as error:

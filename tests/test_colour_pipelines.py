@@ -289,3 +289,16 @@ def test_new_commands_and_modes_are_in_the_help(cli):
     assert all(command in top for command in ("run", "upsample", "export"))
     pool_help = cli("pool", "--help").stdout.decode()
     assert "stochastic" in pool_help and "--to" in pool_help and "--seed" in pool_help
+
+
+def test_a_pipeline_file_with_a_byte_order_mark_is_read():
+    """It was 'invalid TOML: Invalid statement (column 1)'."""
+    import tempfile
+
+    from convfilter import pipelines
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.toml"
+        path.write_text('\ufeff[[step]]\nkernel = "blur"\n', encoding="utf-8")
+        loaded = pipelines.load(str(path))
+    assert [step.name for step in loaded.steps] == ["blur"]

@@ -126,6 +126,26 @@ def test_zero_sum_kernel_cannot_be_normalized():
         conv_steps(["laplacian"], border="reflect", normalize=True)
 
 
+@pytest.mark.parametrize("spec, factor", [("1e-13,1e-13", 5e12), ("1e-300, 3e-300", 2.5e299), ("2,-1", 1.0)])
+def test_normalize_takes_any_sum_that_is_not_zero_up_to_rounding(spec, factor):
+    """The test was an absolute sum < 1e-12: '1e-13,1e-13' (sum 2e-13) was 'sums to 0'."""
+    weights = conv_steps([spec], border="reflect", normalize=True)[0].weights
+    assert weights[0] == pytest.approx(tuple(factor * float(v) for v in spec.split(",")), rel=1e-12)
+
+
+def test_a_sum_that_is_zero_but_for_rounding_cannot_be_normalized():
+    with pytest.raises(KernelError, match=r"^inline kernel '0.1,0.2,-0.3': cannot normalize: the weights sum to 0$"):
+        conv_steps(["0.1,0.2,-0.3"], border="reflect", normalize=True)
+
+
+def test_files_that_start_with_a_byte_order_mark_are_read(tmp_path):
+    """Windows Notepad saves UTF-8 with a BOM: it was "'\\ufeff0' is not a number" or invalid TOML."""
+    write(tmp_path, "k.txt", "\ufeff0 -1 0\n-1 5 -1\n0 -1 0\n")
+    write(tmp_path, "k.toml", "\ufeffweights = [[1, 2]]\n")
+    assert kernels.resolve(str(tmp_path / "k.txt")).weights() == kernels.resolve("sharpen").weights()
+    assert kernels.resolve(str(tmp_path / "k.toml")).weights() == ((1.0, 2.0),)
+
+
 # ---------------------------------------------------------------------------- the search path
 
 
@@ -143,6 +163,16 @@ def test_search_path_order_env_then_user_then_builtin(tmp_path, monkeypatch):
     assert kernels.resolve("sharpen").weights() == ((4.0,),)
     assert kernels.available()["sharpen"] == env_dir / "sharpen.txt"
     assert kernels.available()["blur"].parent == kernels.builtin_dir()
+
+
+@pytest.mark.parametrize("name", ["schärfen", "my kernel", "k+1.v2"])
+def test_every_name_that_kernels_lists_can_be_used(tmp_path, monkeypatch, name):
+    """Names with letters beyond ASCII or spaces were listed, then 'unknown kernel ...; did you mean'
+    the same name."""
+    write(tmp_path, f"{name}.toml", "weights = [[3]]")
+    monkeypatch.setenv("CONVFILTER_KERNEL_PATH", str(tmp_path))
+    assert name in kernels.available()
+    assert kernels.resolve(name).weights() == ((3.0,),)
 
 
 def test_an_existing_file_comes_before_a_name(tmp_path, monkeypatch):
