@@ -678,7 +678,9 @@ def kernels_list(ctx: typer.Context) -> None:
             continue
         total = sum(v for row in weights for v in row)
         table.add_row(name, f"{kernel.width}x{kernel.height}", _number(total), kernel.description, _where(path))
-    Console().print(table)
+    # To a terminal, the table fits its width; to a pipe or file, every row is one whole line (Rich
+    # would take 80 columns and cut the file names short).
+    Console(width=None if sys.stdout.isatty() else 100_000).print(table)
 
 
 @kernels_app.command("show")

@@ -370,7 +370,8 @@ def test_kernels_lists_the_library(cli):
 
 
 def test_kernels_lists_a_broken_user_kernel_with_its_error(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "300")  # one table row a line
+    """Not to a terminal: one table row a line, whole (at 80 columns the file was cut short)."""
+    monkeypatch.setenv("COLUMNS", "80")
     user = tmp_path / "config" / "convfilter" / "kernels"
     user.mkdir(parents=True)
     (user / "mine.txt").write_text("1 2\n3\n")
