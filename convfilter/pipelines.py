@@ -35,8 +35,22 @@ class Pipeline:
     description: str = ""
 
 
-def _step_lines(text: str) -> list[int]:
-    return [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r"^[ \t]*\[\[[ \t]*step[ \t]*\]\]", text, re.M)]
+def _step_lines(text: str, count: int) -> list[int]:
+    """The line of each of the `count` [[step]] headers. A line that only looks like one, inside a
+    multi-line string, is told apart by the text before it: complete TOML before a real header,
+    an unterminated string before the other."""
+    starts = [m.start() for m in re.finditer(r"^[ \t]*\[\[[ \t]*step[ \t]*\]\]", text, re.M)]
+    if len(starts) != count:
+        starts = [start for start in starts if _complete(text[:start])]
+    return [text.count("\n", 0, start) + 1 for start in starts]
+
+
+def _complete(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
 
 
 def load(path: str) -> Pipeline:
@@ -67,7 +81,7 @@ def load(path: str) -> Pipeline:
         raise UsageError(f"{origin}: 'color' must be true or false")
     if not isinstance(data.get("description", ""), str):
         raise UsageError(f"{origin}: 'description' must be a string, got {data['description']!r}")
-    lines = _step_lines(text)
+    lines = _step_lines(text, len(tables))
     built = []
     for index, table in enumerate(tables):
         where = f"{origin}, step {index + 1}" + (f" (line {lines[index]})" if index < len(lines) else "")

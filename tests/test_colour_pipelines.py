@@ -302,3 +302,13 @@ def test_a_pipeline_file_with_a_byte_order_mark_is_read():
         path.write_text('\ufeff[[step]]\nkernel = "blur"\n', encoding="utf-8")
         loaded = pipelines.load(str(path))
     assert [step.name for step in loaded.steps] == ["blur"]
+
+
+def test_a_step_header_inside_a_multi_line_string_does_not_shift_the_lines(cli, camera_copy, tmp_path):
+    """The error named line 6 (step 1's) for step 2 on line 9."""
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('description = """\nnotes\n[[step]]\n"""\n\n[[step]]\nkernel = "blur"\n\n'
+                      '[[step]]\nkernel = "blurr"\n')
+    result = cli("run", recipe, camera_copy, "-o", tmp_path / "out.png")
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: pipeline file '{recipe}', step 2 (line 9): unknown kernel 'blurr'; did you mean 'blur'?\n")
