@@ -56,7 +56,8 @@ class Kernel:
         if self.normalize:
             total = math.fsum(v for row in self.raw_weights for v in row)
             if abs(total) <= 1e-12 * math.fsum(abs(v) for row in self.raw_weights for v in row):  # 0, or rounding's
-                raise KernelError(f"{self.origin}: cannot normalize: the weights sum to 0")
+                why = "" if total == 0 else f" ({total:g}, within the rounding of weights this large)"
+                raise KernelError(f"{self.origin}: cannot normalize: the weights sum to 0{why}")
             factor /= total
             how.insert(0, f"normalize (the weights sum to {total:g})")
         weights = tuple(tuple(v * factor for v in row) for row in self.raw_weights)
@@ -343,7 +344,7 @@ def resolve(spec: str) -> Kernel:
         for directory in search_dirs():
             for suffix in KERNEL_SUFFIXES:
                 candidate = directory / f"{spec}{suffix}"
-                if candidate.is_file():
+                if _is(Path.is_file, candidate):  # an inline matrix may be too long for a file name
                     return load_file(candidate)
     if _looks_inline(spec):
         return parse_inline(spec)
