@@ -1,3 +1,3 @@
-from convfilter.cli import main
+from convfilter.console import main
 
 main()

@@ -615,9 +615,9 @@ def learn(
     if output is not None:
         from convfilter.outputs import check_single_output
 
+        check_single_output("-o", output, [before, after])
         if Path(output).suffix.lower() != ".toml":  # kernels.resolve reads any other suffix as a plain matrix
             raise UsageError(f"-o {output!r}: learn writes a TOML kernel file; give it the suffix .toml")
-        check_single_output("-o", output, [before, after])
     images = []
     for label, path in (("BEFORE", before), ("AFTER", after)):
         try:

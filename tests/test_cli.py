@@ -625,3 +625,23 @@ def test_a_full_standard_output_is_one_error_line(tmp_path, command, message):
     Image.open(CAMERA).crop((0, 0, 64, 48)).save(tmp_path / "a.png")
     done = shell(f"convfilter {command}", tmp_path)
     assert (done.returncode, done.stderr.decode()) == (1, f"convfilter: error: {message}\n")
+
+
+@pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGTERM"])
+def test_an_interrupt_while_the_command_line_loads_is_one_line_and_exit_130(how):
+    """Ctrl-C inside `import typer` printed a traceback; SIGTERM then killed convfilter by the
+    signal (143 in a shell) with no word. The interrupt is made to come at that import."""
+    code = (
+        "import importlib.abc, os, signal, sys\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'typer':\n"
+        f"            {'raise KeyboardInterrupt' if how == 'KeyboardInterrupt' else 'os.kill(os.getpid(), signal.SIGTERM)'}\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['convfilter', '--help']\n"
+        "from convfilter.console import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert (done.returncode, done.stderr, done.stdout) == (130, b"convfilter: interrupted\n", b"")

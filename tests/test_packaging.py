@@ -24,7 +24,7 @@ def test_wheel_contains_every_builtin_kernel(tmp_path):
     assert "convfilter/cli.py" in names and "convfilter/pipeline.py" in names
     assert "convfilter/data/camera.png" in names  # the default photo of `kernels preview`
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "convfilter = convfilter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "convfilter = convfilter.console:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_kernel_files_on_disk_are_the_library():
