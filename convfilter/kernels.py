@@ -189,7 +189,9 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
 def _key_line(text: str, key: str) -> int | None:
-    match = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", text, re.M)
+    """The line of `key = ...`, or of a table `[key]` / `[[key]]`."""
+    name = re.escape(key)
+    match = re.search(rf"^[ \t]*(?:{name}[ \t]*=|\[\[?[ \t]*{name}[ \t]*\]\]?)", text, re.M)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 

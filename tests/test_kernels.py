@@ -205,6 +205,8 @@ def test_an_existing_file_comes_before_a_name(tmp_path, monkeypatch):
         ("k.toml", "description = 'x'\n", "kernel file '{p}': missing the required key 'weights' (a list of rows)"),
         ("k.toml", "weights = [[1]]\nsize = 3\n",
          "kernel file '{p}', line 2: unknown key 'size'; allowed keys: weights, description, scale, bias, normalize, range"),
+        ("k.toml", "weights = [[1]]\n\n[extra]\na = 1\n",
+         "kernel file '{p}', line 3: unknown key 'extra'; allowed keys: weights, description, scale, bias, normalize, range"),
         ("k.toml", "weights = [[1]]\nrange = 'wrap'\n",
          "kernel file '{p}', line 2: unknown range 'wrap'; choose from clip, abs, stretch"),
         ("k.toml", "weights = [[1]]\nnormalize = 'yes'\n", "kernel file '{p}', line 2: 'normalize' must be true or false"),
