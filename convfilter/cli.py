@@ -576,7 +576,7 @@ def export(
 
     check_single_output("-o", output, [pipeline])
     recipe = pipelines.load(pipeline)
-    export_program(recipe.steps, 3 if (color or recipe.color) else 1, output, overwrite)
+    export_program(recipe.steps, 3 if (color or recipe.color) else 1, output, overwrite, f"pipeline file {pipeline!r}")
     sys.stderr.write(f"wrote {output}\n")
 
 @app.command()

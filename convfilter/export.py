@@ -12,11 +12,15 @@ from convfilter.pipeline import build
 from convfilter.steps import PoolStep, Step
 
 
-def export_program(steps: list[Step], channels: int, output: str, overwrite: bool = False) -> None:
+def export_program(steps: list[Step], channels: int, output: str, overwrite: bool = False,
+                   origin: str = "the pipeline") -> None:
     """Write `steps` as a torch.export program taking (N, channels, H, W) float32 in 0-255 units
-    (any N, H, W that the layers accept), returning the unrounded float result."""
-    if any(isinstance(step, PoolStep) and step.mode == "stochastic" for step in steps):
-        raise UsageError("stochastic pooling draws random numbers per call; it cannot be exported reproducibly")
+    (any N, H, W that the layers accept), returning the unrounded float result. `origin` names
+    the steps in messages ("pipeline file 'p.toml'")."""
+    for index, step in enumerate(steps, 1):
+        if isinstance(step, PoolStep) and step.mode == "stochastic":
+            raise UsageError(f"{origin}, step {index}: stochastic pooling draws random numbers per call; "
+                             "it cannot be exported reproducibly")
     target = Path(output)
     if target.exists() and not overwrite:  # before the export's seconds of work
         raise exists_error(target, "use --overwrite")

@@ -312,3 +312,13 @@ def test_a_step_header_inside_a_multi_line_string_does_not_shift_the_lines(cli, 
     result = cli("run", recipe, camera_copy, "-o", tmp_path / "out.png")
     assert (result.exit_code, result.stderr) == (
         2, f"convfilter: error: pipeline file '{recipe}', step 2 (line 9): unknown kernel 'blurr'; did you mean 'blur'?\n")
+
+
+def test_export_refuses_stochastic_pooling_naming_the_file_and_step(cli, tmp_path):
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('[[step]]\nkernel = "blur"\n\n[[step]]\npool = "stochastic"\nseed = 3\n')
+    result = cli("export", recipe, "-o", tmp_path / "p.pt2")
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: pipeline file '{recipe}', step 2: stochastic pooling draws random numbers per call; "
+           "it cannot be exported reproducibly\n")
+    assert not (tmp_path / "p.pt2").exists()
