@@ -76,28 +76,18 @@ def reports_errors(command: Callable) -> Callable:
 
             discard_standard_output()
             raise typer.Exit(141) from None
-        except OSError as error:
-            if error.filename is not None or error.errno is None:  # not standard output's: a bug, as below
-                _traceback()
-                _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
-                raise typer.Exit(1) from None
-            _standard_output_failed(error)  # a plan, report or table on a full disk (> /dev/full)
-            raise typer.Exit(1) from None
-        except Exception as error:  # a bug: still one line, the traceback with --debug
+        except Exception as error:
+            from convfilter.files import WRITE_ERRORS, standard_output_failed
+
             _traceback()
+            if isinstance(error, OSError) and error.errno in WRITE_ERRORS and error.filename is None:
+                _error(standard_output_failed(error))  # a plan, report or table on a full disk (> /dev/full)
+                raise typer.Exit(1) from None
+            # a bug: still one line, the traceback with --debug
             _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def _standard_output_failed(error: OSError) -> None:
-    """One error line for standard output that cannot be written (a full disk); what is still
-    buffered for it is dropped, so that the last flush does not fail again."""
-    from convfilter.files import discard_standard_output
-
-    discard_standard_output()
-    _error(f"cannot write to standard output: {error.strerror or error}")
 
 
 def _version(value: bool) -> None:
@@ -251,7 +241,10 @@ def _listed(run: RunOptions) -> list[str]:
     if run.from_list is None:
         return []
     if run.from_list == "-":
-        return read_list(sys.stdin.buffer, run.null)
+        try:
+            return read_list(sys.stdin.buffer, run.null)
+        except OSError as error:
+            raise UsageError(f"--from -: cannot read standard input: {error.strerror or error}") from None
     try:
         with open(run.from_list, "rb") as stream:
             return read_list(stream, run.null)
@@ -279,6 +272,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     pipeline = None if run.dry_run else BackgroundFilter(steps, run.device, max_pixels)  # torch loads meanwhile
     arguments = list(run.inputs or [])
     _check_standard_input(arguments, run.from_list)
+    if run.json or run.dry_run:
+        _require_standard_output("--json" if run.json else "--dry-run")
     if not arguments and run.from_list is None:
         if sys.stdin.isatty():
             raise UsageError("no input: give image files or directories, or pipe one on standard input")
@@ -612,6 +607,8 @@ def learn(
     check_choice("border", border, BORDERS)
     check_choice("device", device, DEVICES)
     check_seed("--seed", seed)
+    if output is None:
+        _require_standard_output("learn without -o")  # the kernel is only printed
     if output is not None:
         from convfilter.outputs import check_single_output
 
@@ -664,6 +661,7 @@ def kernels_list(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    _require_standard_output("the list of kernels")
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -694,6 +692,7 @@ def kernels_show(
 
     Example: convfilter kernels show sobel-x
     """
+    _require_standard_output("kernels show")
     kernel = kernels.resolve(spec)
     weights = kernel.weights()
     total = sum(v for row in weights for v in row)
@@ -796,6 +795,12 @@ def _stand_in_for_closed_streams() -> None:
         _closed_streams.add(name)
 
 
+def _require_standard_output(what: str) -> None:
+    """A usage error when standard output was closed and `what` prints to it."""
+    if "stdout" in _closed_streams:
+        raise UsageError(f"standard output is closed; {what} prints to it")
+
+
 def _check_standard_input(arguments: list[str], from_list: str | None) -> None:
     """A usage error when the run would read standard input and it is closed."""
     if "stdin" in _closed_streams and (not arguments and from_list is None or "-" in arguments or from_list == "-"):
@@ -821,15 +826,12 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("convfilter: interrupted\n")
         code = 130
-    except BrokenPipeError:  # help or a parser message to a reader that left (--help | head -1)
-        from convfilter.files import discard_standard_output
-
-        discard_standard_output()
-        code = 141
     except OSError as error:  # help to a full disk; the commands' own output is handled in them
-        if error.filename is not None:
+        from convfilter.files import WRITE_ERRORS, standard_output_failed
+
+        if error.errno not in WRITE_ERRORS or error.filename is not None:
             raise
-        _standard_output_failed(error)
+        _error(standard_output_failed(error))
         code = 1
     _exit(code)
 
@@ -845,7 +847,9 @@ def _exit(code: int | str | None) -> NoReturn:
 
         discard_standard_output()
     except OSError as error:
-        _standard_output_failed(error)
+        from convfilter.files import standard_output_failed
+
+        _error(standard_output_failed(error))
         code = code or 1
     except (AttributeError, ValueError):  # not a real stream (tests), or closed
         pass

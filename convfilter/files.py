@@ -5,6 +5,7 @@ an error, not on Ctrl-C. And standard output once its reader has gone."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import tempfile
@@ -53,6 +54,18 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: boo
     finally:
         if temporary is not None and os.path.lexists(temporary):
             os.unlink(temporary)
+
+
+def standard_output_failed(error: OSError) -> str:
+    """The message for standard output that cannot be written (a full disk); what is still
+    buffered for it is dropped, so that the last flush does not fail again."""
+    discard_standard_output()
+    return f"cannot write to standard output: {error.strerror or error}"
+
+
+# Errors that only a write gives: unwrapped (files are written through atomic_write), they are
+# standard output's.
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def discard_standard_output() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from convfilter.errors import InputError, OutputError, UsageError
-from convfilter.files import atomic_write, discard_standard_output
+from convfilter.files import atomic_write, discard_standard_output, standard_output_failed
 from convfilter.modes import DEFAULT_PNG_COMPRESSION, DEFAULT_QUALITY
 
 # Pillow's own limit is the default of --max-pixels; convfilter checks it itself, once, by header.
@@ -112,12 +112,19 @@ def read_stream(stream: BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes
     stream is an error, not all of the machine's memory."""
     limit = 8 * max_pixels + (16 << 20)
     chunks, size = [], 0
-    while chunk := stream.read(1 << 20):
+    while chunk := _read_some(stream):
         size += len(chunk)
         if size > limit:
             raise InputError(f"more than {limit} bytes: larger than any image within --max-pixels {max_pixels}")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _read_some(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read(1 << 20)
+    except OSError as error:  # opened for writing only (0>file), a device that fails
+        raise InputError(f"cannot read it: {error.strerror or error}") from None
 
 
 def _read_pipe(path: Path, max_pixels: int) -> bytes:
@@ -279,11 +286,11 @@ def format_for(name: str) -> str:
 @functools.lru_cache(maxsize=64)
 def check_holds(name: str, colour: bool = False) -> None:
     """A UsageError unless the format of a suffix or --format name can hold a grayscale image (an
-    RGB one for --color): XBM, MSP and Palm take 1-bit images only, QOI colour only. Tried on a
-    small image, before any file is read or any folder made."""
-    fmt, mode = format_for(name), "RGB" if colour else "L"
+    RGB one for --color): XBM, MSP and Palm take 1-bit images only. Tried on a small image, as
+    `encode` writes it, before any file is read or any folder made."""
+    fmt = format_for(name)
     try:
-        Image.new(mode, (16, 16)).save(io.BytesIO(), format=fmt)
+        encode(np.zeros((16, 16, 3) if colour else (16, 16), np.uint8), fmt, io.BytesIO())
     except Exception as error:  # Pillow's writers raise OSError, ValueError, ...
         kind = "colour" if colour else "grayscale"
         raise UsageError(f"output format {name!r} ({fmt}) cannot hold a {kind} image: {error}") from None
@@ -313,10 +320,12 @@ class Encoding:
 
 
 # Formats whose files hold an alpha channel as Pillow writes them: grey + alpha and RGBA; RGBA only
-# (grey + alpha is written as RGBA; GIF keeps transparent or opaque, one transparent colour). Every
-# other format (JPEG, BMP, PPM, PCX, ...) gets the image without its alpha.
+# (grey + alpha is written as RGBA). GIF has one transparent colour: fully transparent pixels keep
+# it, the others are opaque. Every other format (JPEG, BMP, PPM, PCX, ...) gets the image without
+# its alpha.
 KEEPS_ALPHA = ("PNG", "TIFF", "WEBP", "TGA", "IM", "JPEG2000", "DDS", "AVIF", "ICO")
-KEEPS_ALPHA_AS_RGBA = ("QOI", "SGI", "GIF")
+KEEPS_ALPHA_AS_RGBA = ("QOI", "SGI")
+GREY_AS_RGB = ("QOI",)  # RGB and RGBA only: grey is written as RGB, the same values
 ICO_SIDE = 256  # the largest icon an ICO file holds
 
 
@@ -326,18 +335,38 @@ def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = E
     if fmt not in SIXTEEN_BIT_FORMATS:
         array = to_8bit(array)
     alpha = array.ndim == 3 and array.shape[2] in (2, 4)
-    if alpha and fmt not in (*KEEPS_ALPHA, *KEEPS_ALPHA_AS_RGBA):
+    if alpha and fmt not in (*KEEPS_ALPHA, *KEEPS_ALPHA_AS_RGBA, "GIF"):
         array = array[..., :-1].squeeze(2) if array.shape[2] == 2 else array[..., :3]
     picture = Image.fromarray(np.ascontiguousarray(array))
-    if alpha and fmt in KEEPS_ALPHA_AS_RGBA and picture.mode == "LA":
-        picture = picture.convert("RGBA")
     options = encoding.options(fmt)
+    if alpha and fmt == "GIF":
+        picture, options["transparency"] = _gif_with_transparency(picture), GIF_CLEAR
+    elif picture.mode == "LA" and fmt in KEEPS_ALPHA_AS_RGBA:
+        picture = picture.convert("RGBA")
+    elif picture.mode == "L" and fmt in GREY_AS_RGB:
+        picture = picture.convert("RGB")
     if fmt == "ICO":  # Pillow's default is a set of icon sizes, the image scaled down to each
         if max(picture.size) > ICO_SIDE:
             raise ValueError(f"an ICO file holds images up to {ICO_SIDE}x{ICO_SIDE}, this one is "
                              f"{picture.width}x{picture.height}")
         options["sizes"] = [picture.size]
     picture.save(stream, format=fmt, **options)
+
+
+GIF_CLEAR = 255  # the palette entry of a GIF's transparent pixels
+
+
+def _gif_with_transparency(picture: Image.Image) -> Image.Image:
+    """A palette picture for GIF: the colours in 255 entries, entry GIF_CLEAR for the fully
+    transparent pixels (Pillow's own conversion can merge them with a colour: no transparency)."""
+    clear = np.asarray(picture.getchannel("A")) == 0
+    colours = picture.convert("RGB").quantize(GIF_CLEAR)
+    indices = np.asarray(colours).copy()
+    indices[clear] = GIF_CLEAR
+    indexed = Image.frombytes("P", picture.size, indices.tobytes())
+    palette = colours.getpalette()[: 3 * GIF_CLEAR]
+    indexed.putpalette(palette + [0] * (3 * 256 - len(palette)))
+    return indexed
 
 
 def write_image(
@@ -372,8 +401,7 @@ def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encodi
         discard_standard_output()
         raise OutputError("standard output was closed before the whole image was written") from None
     except OSError as error:  # a full disk (> /dev/full)
-        discard_standard_output()
-        raise OutputError(f"cannot write to standard output: {error.strerror or error}") from None
+        raise OutputError(standard_output_failed(error)) from None
 
 
 def show_image(array: np.ndarray) -> None:

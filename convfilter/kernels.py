@@ -113,7 +113,7 @@ def parse_number(text: object, where: str) -> float:
             value = float(text)
         except OverflowError:  # an integer of hundreds of digits (TOML has no limit)
             digits = str(text)
-            raise KernelError(f"{where}: value {digits[:12]}... ({len(digits)} digits) is {_OUT_OF_RANGE}") from None
+            raise KernelError(f"{where}: value {digits[:12]}... ({len(digits.lstrip('-'))} digits) is {_OUT_OF_RANGE}") from None
     elif isinstance(text, str):
         numerator, slash, denominator = text.strip().partition("/")
         try:
@@ -224,7 +224,7 @@ def parse_toml(text: str, origin: str) -> Kernel:
     """A kernel TOML file: `weights` (required), `description`, `scale`, `bias`, `normalize`, `range`."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits
         message = str(error)
         position = _TOML_POSITION.search(message)
         if position:
@@ -318,7 +318,7 @@ def available() -> dict[str, Path]:
 
 
 # A kernel name: what `available` lists, any file name that is not hidden, without a folder part.
-_NAME = re.compile(r"[^/\\\x00.][^/\\\x00]*")
+_NAME = re.compile(r"[^/\x00.][^/\x00]*")
 _INLINE = re.compile(r"[\d\s.,;/+\-eE]+")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from collections import defaultdict
 from dataclasses import dataclass
@@ -65,15 +66,20 @@ def sibling_dir(directory: str, op: str) -> str:
     return str(path.with_name(f"{path.name}_{op}"))
 
 
+# Names of a process's open descriptors: a stream even when the shell opened a file for one
+# (`/dev/stdin < photo.png`), with no folder beside it to write into.
+_DESCRIPTOR_NAME = re.compile(r"/dev/(stdin|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+
+
 def _is_stream(path: str) -> bool:
-    """A pipe (<(...), a FIFO), or a name in /dev or /proc (/dev/stdin, /dev/fd/3), which is a
-    stream even when the shell opened a file for it: no folder beside it to write into."""
-    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+    """A pipe (<(...), a FIFO, a socket), a device, or a descriptor's name (/dev/stdin, /dev/fd/3)."""
+    if _DESCRIPTOR_NAME.fullmatch(os.path.abspath(path)):
         return True
     try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except (OSError, ValueError):  # missing: fails on its own, when it is read
         return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
 def _target(source: Source, output: str | None, op: str, suffix: str | None, show: bool, batch: bool) -> str | None:
@@ -160,8 +166,8 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str
     earlier run's outputs (photos -r -o photos/out), so a rerun with --skip-existing resumes.
     Compared as files (device, inode); the -o folder by its real path, so one reached through a
     symbolic link counts too. Nothing tells such a file from a photo of the user's own there, so
-    with --overwrite, which would replace it, it is a usage error. Files named one by one, files
-    outside the -o folder, and an input that is its own output stay (_check_targets refuses it)."""
+    with --overwrite, which would replace it, it is a usage error. Files named one by one and files
+    outside the -o folder stay."""
     written = {}
     for job in jobs:
         if job.target not in (None, STDIO):
@@ -179,7 +185,7 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str
             with contextlib.suppress(OSError, ValueError):
                 info = os.stat(job.source)
                 writer = written.get((info.st_dev, info.st_ino), job)
-                if writer is not job and not same_file(job.source, job.target or ""):
+                if writer is not job:
                     if overwrite:
                         raise UsageError(
                             f"output {writer.target!r} of {writer.source!r} is also an input, found in {source.base!r}; "

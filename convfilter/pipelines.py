@@ -35,13 +35,12 @@ class Pipeline:
     description: str = ""
 
 
-def _step_lines(text: str, count: int) -> list[int]:
-    """The line of each of the `count` [[step]] headers. A line that only looks like one, inside a
-    multi-line string, is told apart by the text before it: complete TOML before a real header,
-    an unterminated string before the other."""
-    starts = [m.start() for m in re.finditer(r"^[ \t]*\[\[[ \t]*step[ \t]*\]\]", text, re.M)]
-    if len(starts) != count:
-        starts = [start for start in starts if _complete(text[:start])]
+def _step_lines(text: str) -> list[int]:
+    """The line of each [[step]] header. A line that only looks like one, inside a multi-line
+    string, is told apart by the text before it: complete TOML before a real header, an
+    unterminated string before the other."""
+    header = r"""^[ \t]*\[\[[ \t]*(step|"step"|'step')[ \t]*\]\]"""
+    starts = [m.start() for m in re.finditer(header, text, re.M) if _complete(text[:m.start()])]
     return [text.count("\n", 0, start) + 1 for start in starts]
 
 
@@ -64,7 +63,7 @@ def load(path: str) -> Pipeline:
         raise UsageError(f"{origin}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits
         message = str(error)
         position = _POSITION.search(message)
         where = f"{origin}, line {position[1]}" if position else origin
@@ -81,7 +80,7 @@ def load(path: str) -> Pipeline:
         raise UsageError(f"{origin}: 'color' must be true or false")
     if not isinstance(data.get("description", ""), str):
         raise UsageError(f"{origin}: 'description' must be a string, got {data['description']!r}")
-    lines = _step_lines(text, len(tables))
+    lines = _step_lines(text)
     built = []
     for index, table in enumerate(tables):
         where = f"{origin}, step {index + 1}" + (f" (line {lines[index]})" if index < len(lines) else "")

@@ -194,13 +194,13 @@ def _pool(table: dict, name: Naming) -> PoolStep | AdaptivePoolStep:
     return PoolStep(size=size, stride=stride, mode=mode, ceil=table.get("ceil", False), seed=table.get("seed"))
 
 
-SEED_MAX = 2 ** 64 - 1  # torch's generators take 64-bit seeds
+SEED_MIN, SEED_MAX = -2 ** 63, 2 ** 64 - 1  # what torch's generators take (negative ones wrap)
 
 
 def check_seed(name: str, seed: int) -> int:
-    """A seed torch's generators take: 0 to SEED_MAX."""
-    if not 0 <= seed <= SEED_MAX:
-        raise UsageError(f"{name} must be from 0 to {SEED_MAX}, got {seed}")
+    """A seed torch's generators take: SEED_MIN to SEED_MAX."""
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise UsageError(f"{name} must be from {SEED_MIN} to {SEED_MAX}, got {seed}")
     return seed
 
 

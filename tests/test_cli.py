@@ -508,18 +508,23 @@ def test_a_reader_that_stops_early_is_one_error_line(tmp_path):
                                     "image was written\n")
 
 
-def test_a_format_for_colour_only_is_refused_for_grayscale_and_kept_for_color(cli, tmp_path):
-    """QOI holds RGB and RGBA, not a grey image: --color writes it, grayscale is a usage error."""
+def test_a_format_for_colour_only_takes_grey_as_rgb(cli, tmp_path):
+    """QOI holds RGB and RGBA only: a grey result is written as RGB with three equal channels (it
+    was a usage error, and with --color on a grey input a per-file error after reading)."""
     photo = tmp_path / "rocket.jpg"
     photo.write_bytes((CAMERA.parent / "rocket.jpg").read_bytes())
     colour = cli("apply", photo, "--color", "-k", "blur", "-o", tmp_path / "c.qoi")
     assert colour.exit_code == 0, colour.stderr
     with Image.open(tmp_path / "c.qoi") as image:
         assert (image.format, image.mode, image.size) == ("QOI", "RGB", Image.open(photo).size)
-    grey = cli("apply", photo, "-k", "blur", "-o", tmp_path / "g.qoi")
-    assert (grey.exit_code, grey.stderr) == (
-        2, "convfilter: error: output format '.qoi' (QOI) cannot hold a grayscale image: Unsupported QOI image mode\n")
-    assert not (tmp_path / "g.qoi").exists()
+    for options in ([], ["--color"]):
+        for suffix in (".qoi", ".png"):
+            result = cli("apply", CAMERA, "-k", "blur", *options, "-o", tmp_path / f"g{len(options)}{suffix}")
+            assert result.exit_code == 0, result.stderr
+        with Image.open(tmp_path / f"g{len(options)}.qoi") as image:
+            rgb = np.asarray(image)
+        assert image.mode == "RGB" and all(np.array_equal(rgb[..., i], gray(tmp_path / f"g{len(options)}.png"))
+                                           for i in range(3))
 
 
 def test_a_reader_that_leaves_a_plan_early_is_quiet_like_a_tool_stopped_by_sigpipe(tmp_path):
@@ -645,3 +650,24 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_and_exit_130(how)
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert (done.returncode, done.stderr, done.stdout) == (130, b"convfilter: interrupted\n", b"")
+
+
+@pytest.mark.parametrize("command, message", [
+    ("apply a.png -k blur -o o.png --json >&-", "standard output is closed; --json prints to it"),
+    ("apply a.png -k blur -o o/ --dry-run >&-", "standard output is closed; --dry-run prints to it"),
+    ("kernels >&-", "standard output is closed; the list of kernels prints to it"),
+    ("apply -k blur --from - -o o/ 0>written", "--from -: cannot read standard input: Bad file descriptor"),
+])
+def test_standard_streams_a_run_cannot_use_are_usage_errors(tmp_path, command, message):
+    """A closed standard output lost the report or list without a word (exit 0); standard input
+    open for writing only gave 'cannot write to standard output'."""
+    Image.open(CAMERA).crop((0, 0, 64, 48)).save(tmp_path / "a.png")
+    done = shell(f"convfilter {command}", tmp_path)
+    assert (done.returncode, done.stderr.decode()) == (2, f"convfilter: error: {message}\n")
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o").exists()
+
+
+def test_standard_input_open_for_writing_only_is_a_per_file_error(tmp_path):
+    done = shell("convfilter apply - -k blur -o out.png 0>written", tmp_path)
+    assert (done.returncode, done.stderr.decode()) == (
+        1, "convfilter: error: standard input: cannot read it: Bad file descriptor\n")

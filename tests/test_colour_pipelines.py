@@ -322,3 +322,11 @@ def test_export_refuses_stochastic_pooling_naming_the_file_and_step(cli, tmp_pat
         2, f"convfilter: error: pipeline file '{recipe}', step 2: stochastic pooling draws random numbers per call; "
            "it cannot be exported reproducibly\n")
     assert not (tmp_path / "p.pt2").exists()
+
+
+def test_a_quoted_step_header_is_found_and_one_inside_a_string_is_not(cli, camera_copy, tmp_path):
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('[["step"]]\nkernel = "blurr"\ndescription2 = """\n[[step]]\n"""\n')
+    result = cli("run", recipe, camera_copy, "-o", tmp_path / "out.png")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"convfilter: error: pipeline file '{recipe}', step 1 (line 1): ")

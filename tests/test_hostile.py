@@ -359,9 +359,11 @@ def test_format_that_cannot_hold_grayscale_is_refused_clearly(cli, camera_copy, 
 ])
 @pytest.mark.parametrize("mode", ["LA", "RGBA"])
 def test_alpha_is_written_where_the_format_holds_it_and_dropped_elsewhere(cli, tmp_path, rgb, suffix, kept, mode):
-    """Alpha 0, 64, 128, 200, 255 in columns. BMP and PPM took RGBA and silently lost alpha but
-    refused grey + alpha (exit 1); GIF kept it on/off for RGBA only."""
-    alpha = np.tile(np.array([0, 64, 128, 200, 255], np.uint8).repeat(10)[: rgb.shape[1]], (rgb.shape[0], 1))
+    """Alpha of many levels, 0 in a grid. BMP and PPM took RGBA and silently lost alpha but
+    refused grey + alpha (exit 1); GIF kept it on/off for RGBA only, and with many levels not at
+    all (Pillow's palette merged the clear pixels with a colour)."""
+    alpha = np.tile((np.arange(rgb.shape[1]) * 5).astype(np.uint8), (rgb.shape[0], 1))  # 0, 5, 10, ...
+    alpha[::7, ::5] = 0
     colour = np.asarray(Image.fromarray(rgb).convert("L")) if mode == "LA" else rgb
     Image.fromarray(np.dstack([colour, alpha]), mode).save(tmp_path / "in.png")
     out = run_identity(cli, tmp_path / "in.png", tmp_path / f"out{suffix}", "--color")

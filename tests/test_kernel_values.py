@@ -230,6 +230,7 @@ def test_large_weights_whose_outputs_fit_still_filter(cli, tmp_path):
 
 @pytest.mark.parametrize("text, where", [
     ("weights = [[1%s]]\n", "kernel file '{file}', line 1"),
+    ("weights = [[-1%s]]\n", "kernel file '{file}', line 1"),
     ("weights = [[1]]\nscale = 1%s\n", "kernel file '{file}', line 2: 'scale'"),
 ])
 def test_an_integer_too_large_for_a_float_is_a_kernel_error(cli, camera_copy, tmp_path, text, where):
@@ -239,7 +240,8 @@ def test_an_integer_too_large_for_a_float_is_a_kernel_error(cli, camera_copy, tm
     kernel.write_text(text % ("0" * 400))
     result = cli("apply", camera_copy, "-k", kernel, "-o", tmp_path / "out.png")
     assert (result.exit_code, result.stdout) == (2, b"")
-    assert result.stderr == (f"convfilter: error: {where.format(file=kernel)}: value 100000000000... (401 digits) "
+    shown = "-10000000000" if "-1" in text else "100000000000"
+    assert result.stderr == (f"convfilter: error: {where.format(file=kernel)}: value {shown}... (401 digits) "
                              "is out of float32's range (magnitudes up to 3.4028235e+38)\n")
 
 
@@ -255,5 +257,22 @@ def test_a_stochastic_seed_past_64_bits_is_a_usage_error(cli, camera_copy, tmp_p
         result = cli("run", tmp_path / "p.toml", camera_copy, "-o", tmp_path / "out.png")
         named = f"pipeline file '{tmp_path / 'p.toml'}', step 1 (line 1): 'seed'"
     assert result.exit_code == 2
-    assert result.stderr == f"convfilter: error: {named} must be from 0 to 18446744073709551615, got {seed}\n"
+    assert result.stderr == f"convfilter: error: {named} must be from -9223372036854775808 to 18446744073709551615, got {seed}\n"
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_negative_seed_is_taken_as_torch_takes_it(cli, camera_copy, tmp_path):
+    """torch wraps it modulo 2**64: -5 draws as 2**64 - 5 does (it was refused for a while)."""
+    for seed, name in ((-5, "a.png"), (2 ** 64 - 5, "b.png")):
+        result = cli("pool", camera_copy, "--mode", "stochastic", "--seed", seed, "-o", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_an_integer_past_pythons_digit_limit_is_a_kernel_error(cli, camera_copy, tmp_path):
+    """tomllib refuses integers of more than 4300 digits with a ValueError: it was an internal error."""
+    kernel = tmp_path / "k.toml"
+    kernel.write_text(f"weights = [[-1{'0' * 5000}]]\n")
+    result = cli("apply", camera_copy, "-k", kernel, "-o", tmp_path / "out.png")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"convfilter: error: kernel file '{kernel}': invalid TOML: ")

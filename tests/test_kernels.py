@@ -166,7 +166,7 @@ def test_search_path_order_env_then_user_then_builtin(tmp_path, monkeypatch):
     assert kernels.available()["blur"].parent == kernels.builtin_dir()
 
 
-@pytest.mark.parametrize("name", ["schärfen", "my kernel", "k+1.v2"])
+@pytest.mark.parametrize("name", ["schärfen", "my kernel", "k+1.v2", "a\\b"])
 def test_every_name_that_kernels_lists_can_be_used(tmp_path, monkeypatch, name):
     """Names with letters beyond ASCII or spaces were listed, then 'unknown kernel ...; did you mean'
     the same name."""

@@ -178,8 +178,8 @@ def test_learn_and_export_refuse_an_existing_output_before_working(cli, before, 
 @pytest.mark.parametrize("options, message", [
     (["-o", "mine.txt"], "-o 'mine.txt': learn writes a TOML kernel file; give it the suffix .toml"),
     (["-o", "mine"], "-o 'mine': learn writes a TOML kernel file; give it the suffix .toml"),
-    (["--seed", "-1"], "--seed must be from 0 to 18446744073709551615, got -1"),
-    (["--seed", str(2 ** 64)], f"--seed must be from 0 to 18446744073709551615, got {2 ** 64}"),
+    (["--seed", str(-2 ** 63 - 1)], f"--seed must be from -9223372036854775808 to 18446744073709551615, got {-2 ** 63 - 1}"),
+    (["--seed", str(2 ** 64)], f"--seed must be from -9223372036854775808 to 18446744073709551615, got {2 ** 64}"),
 ])
 def test_learn_refuses_what_it_could_not_use_before_working(cli, before, tmp_path, monkeypatch, options, message):
     """A kernel file named .txt was written as TOML, which `apply -k` then read as a plain matrix

@@ -247,14 +247,17 @@ def test_with_overwrite_an_output_the_walk_found_as_an_input_is_refused(tmp_path
         "resumes), or write outside the input folder")
 
 
-def test_an_input_whose_name_another_writes_is_refused_not_left_out(tmp_path, monkeypatch):
-    """photos/a.png -> photos/a.tif, which is an input too (its own output): exit 2, as when both
-    are named. It was left out as an earlier output, then replaced with --overwrite."""
+def test_an_input_whose_name_another_writes_is_left_out_or_refused_with_overwrite(tmp_path, monkeypatch):
+    """-o photos --format tif: photos/a.tif may be an earlier run's output of photos/a.png (a rerun
+    with --skip-existing resumes), or a photo of the user's: with --overwrite, refused. It was
+    left out and then replaced."""
     monkeypatch.chdir(tmp_path)
     touch(tmp_path, "photos/a.png", "photos/a.tif")
-    for overwrite in (False, True):
-        with pytest.raises(UsageError, match=r"^output 'photos/a.tif' is the input 'photos/a.tif'; convfilter never"):
-            plan(expand(["photos"]).sources, "photos", "blur", fmt="tif", batch=True, overwrite=overwrite)
+    sources = expand(["photos"]).sources
+    assert [(j.source, j.target) for j in plan(sources, "photos", "blur", fmt="tif", batch=True)] == [
+        ("photos/a.png", "photos/a.tif")]
+    with pytest.raises(UsageError, match=r"^output 'photos/a.tif' of 'photos/a.png' is also an input, found in"):
+        plan(sources, "photos", "blur", fmt="tif", batch=True, overwrite=True)
 
 
 def test_an_input_outside_the_output_folder_is_never_taken_for_an_output(tmp_path, monkeypatch):
@@ -276,3 +279,10 @@ def test_a_file_opened_by_the_shell_as_dev_stdin_goes_to_standard_output(tmp_pat
         assert os.path.isfile(name)
         assert [job.target for job in plan([Source(name)], None, "blur")] == ["-"]
         assert [job.target for job in plan([Source("/dev/stdin")], None, "blur")] == ["-"]
+
+
+def test_a_regular_file_in_a_folder_under_dev_is_written_beside_itself(tmp_path):
+    """/dev/shm is a tmpfs of ordinary files: only descriptors' names (/dev/stdin, /dev/fd/N,
+    /proc/self/fd/N), pipes and devices are streams. Everything under /dev was, for a while."""
+    assert plan([Source("/dev/shm/convfilter-test/a.png")], None, "blur")[0].target == "/dev/shm/convfilter-test/a_blur.png"
+    assert plan([Source("/proc/self/fd/0")], None, "blur")[0].target == "-"
