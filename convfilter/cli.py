@@ -77,10 +77,10 @@ def reports_errors(command: Callable) -> Callable:
             discard_standard_output()
             raise typer.Exit(141) from None
         except Exception as error:
-            from convfilter.files import WRITE_ERRORS, standard_output_failed
+            from convfilter.files import is_standard_output_error, standard_output_failed
 
             _traceback()
-            if isinstance(error, OSError) and error.errno in WRITE_ERRORS and error.filename is None:
+            if is_standard_output_error(error):
                 _error(standard_output_failed(error))  # a plan, report or table on a full disk (> /dev/full)
                 raise typer.Exit(1) from None
             # a bug: still one line, the traceback with --debug
@@ -801,9 +801,13 @@ def _require_standard_output(what: str) -> None:
         raise UsageError(f"standard output is closed; {what} prints to it")
 
 
+_STANDARD_INPUT_NAMES = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+
+
 def _check_standard_input(arguments: list[str], from_list: str | None) -> None:
     """A usage error when the run would read standard input and it is closed."""
-    if "stdin" in _closed_streams and (not arguments and from_list is None or "-" in arguments or from_list == "-"):
+    named = any(argument in _STANDARD_INPUT_NAMES for argument in arguments) or from_list in _STANDARD_INPUT_NAMES
+    if "stdin" in _closed_streams and (not arguments and from_list is None or named):
         raise UsageError("standard input is closed; give image files or directories")
 
 
@@ -826,12 +830,11 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("convfilter: interrupted\n")
         code = 130
-    except OSError as error:  # help to a full disk; the commands' own output is handled in them
-        from convfilter.files import WRITE_ERRORS, standard_output_failed
+    except OSError as error:  # help or --version that cannot be written (> /dev/full, 1</dev/null)
+        from convfilter.files import is_standard_output_error, standard_output_failed
 
-        if error.errno not in WRITE_ERRORS or error.filename is not None:
-            raise
-        _error(standard_output_failed(error))
+        _error(standard_output_failed(error) if is_standard_output_error(error)
+               else f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
         code = 1
     _exit(code)
 

@@ -5,7 +5,6 @@ an error, not on Ctrl-C. And standard output once its reader has gone."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 import tempfile
@@ -63,9 +62,11 @@ def standard_output_failed(error: OSError) -> str:
     return f"cannot write to standard output: {error.strerror or error}"
 
 
-# Errors that only a write gives: unwrapped (files are written through atomic_write), they are
-# standard output's.
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+def is_standard_output_error(error: BaseException) -> bool:
+    """Whether an error that reached the command is standard output's: an OSError of no file.
+    Files are read and written through functions that name them (InputError, OutputError), and
+    standard input's reads say so too; what is left is a print to standard output."""
+    return isinstance(error, OSError) and error.errno is not None and error.filename is None
 
 
 def discard_standard_output() -> None:

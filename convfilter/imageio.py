@@ -360,7 +360,10 @@ def _gif_with_transparency(picture: Image.Image) -> Image.Image:
     """A palette picture for GIF: the colours in 255 entries, entry GIF_CLEAR for the fully
     transparent pixels (Pillow's own conversion can merge them with a colour: no transparency)."""
     clear = np.asarray(picture.getchannel("A")) == 0
-    colours = picture.convert("RGB").quantize(GIF_CLEAR)
+    rgb = np.array(picture.convert("RGB"))
+    if clear.any() and not clear.all():  # the hidden colours would take palette entries from the seen ones
+        rgb[clear] = rgb[~clear][0]
+    colours = Image.fromarray(rgb).quantize(GIF_CLEAR)
     indices = np.asarray(colours).copy()
     indices[clear] = GIF_CLEAR
     indexed = Image.frombytes("P", picture.size, indices.tobytes())

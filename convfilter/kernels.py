@@ -220,11 +220,25 @@ def _row_lines(text: str) -> list[int]:
     return lines
 
 
+def too_many_digits(text: str, origin: str) -> str | None:
+    """For a TOML text that tomllib refused with a plain ValueError (an integer of more digits than
+    Python converts, 4300): the message naming its line, as for any integer out of float32's
+    range; None if there is no such integer."""
+    match = re.search(r"[+-]?[0-9][0-9_]{4000,}", text)
+    if match is None:
+        return None
+    digits = match[0].replace("_", "")
+    line = text.count("\n", 0, match.start()) + 1
+    return f"{origin}, line {line}: value {digits[:12]}... ({len(digits.lstrip('+-'))} digits) is {_OUT_OF_RANGE}"
+
+
 def parse_toml(text: str, origin: str) -> Kernel:
     """A kernel TOML file: `weights` (required), `description`, `scale`, `bias`, `normalize`, `range`."""
     try:
         data = tomllib.loads(text)
     except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits
+        if not isinstance(error, tomllib.TOMLDecodeError) and too_many_digits(text, origin):
+            raise KernelError(too_many_digits(text, origin)) from None
         message = str(error)
         position = _TOML_POSITION.search(message)
         if position:

@@ -68,12 +68,25 @@ def sibling_dir(directory: str, op: str) -> str:
 
 # Names of a process's open descriptors: a stream even when the shell opened a file for one
 # (`/dev/stdin < photo.png`), with no folder beside it to write into.
-_DESCRIPTOR_NAME = re.compile(r"/dev/(stdin|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+_DESCRIPTOR_NAME = re.compile(r"/dev/(stdin|fd/\d+)|/proc/(self|thread-self|\d+)(/task/\d+)?/fd/\d+")
+
+
+def is_descriptor_name(path: str) -> bool:
+    """Whether `path`, or a symbolic link on the way from it, names an open descriptor."""
+    for _ in range(40):  # the kernel's own limit on links followed
+        if _DESCRIPTOR_NAME.fullmatch(re.sub(r"^/+", "/", os.path.abspath(path))):
+            return True
+        try:
+            target = os.readlink(path)
+        except (OSError, ValueError):  # not a link (or missing): the end of the chain
+            return False
+        path = os.path.join(os.path.dirname(path), target)
+    return False
 
 
 def _is_stream(path: str) -> bool:
     """A pipe (<(...), a FIFO, a socket), a device, or a descriptor's name (/dev/stdin, /dev/fd/3)."""
-    if _DESCRIPTOR_NAME.fullmatch(os.path.abspath(path)):
+    if is_descriptor_name(path):
         return True
     try:
         mode = os.stat(path).st_mode
@@ -170,7 +183,7 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str
     outside the -o folder stay."""
     written = {}
     for job in jobs:
-        if job.target not in (None, STDIO):
+        if job.target not in (None, STDIO) and not same_file(job.source, job.target):  # its own: refused later
             try:
                 info = os.stat(job.target)
             except (OSError, ValueError):  # not written yet: the first run

@@ -15,11 +15,13 @@ Every step table is turned into a step by `steps.from_table`, as the command lin
 
 from __future__ import annotations
 
+import bisect
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from convfilter import kernels
 from convfilter import steps as steps_module
 from convfilter.errors import ConvfilterError, KernelError, UsageError
 
@@ -35,21 +37,23 @@ class Pipeline:
     description: str = ""
 
 
+# What a scan of a TOML file steps over at once: a comment, a string (multi-line ones first, the
+# basic ones with their escapes), or any other run of characters.
+_TOKEN = re.compile(r"""#[^\n]*|\"\"\"(?:\\.|[^\\])*?\"\"\"\"{0,2}|'''.*?''''{0,2}|"(?:\\.|[^"\\\n])*"|'[^'\n]*'|[^#"']+|.""",
+                    re.S)
+
+
 def _step_lines(text: str) -> list[int]:
-    """The line of each [[step]] header. A line that only looks like one, inside a multi-line
-    string, is told apart by the text before it: complete TOML before a real header, an
-    unterminated string before the other."""
-    header = r"""^[ \t]*\[\[[ \t]*(step|"step"|'step')[ \t]*\]\]"""
-    starts = [m.start() for m in re.finditer(header, text, re.M) if _complete(text[:m.start()])]
+    """The line of each [[step]] header (also written [["step"]]); a line that only looks like
+    one, inside a multi-line string, is not one."""
+    quoted = [token.span() for token in _TOKEN.finditer(text) if token[0][0] in "#\"'"]  # strings, comments
+    ends = [end for _, end in quoted]
+    starts = []
+    for match in re.finditer(r"""^[ \t]*\[\[[ \t]*(step|"step"|'step')[ \t]*\]\]""", text, re.M):
+        inside = bisect.bisect_right(ends, match.start())  # the first string or comment ending after it
+        if inside == len(quoted) or quoted[inside][0] >= match.start():
+            starts.append(match.start())
     return [text.count("\n", 0, start) + 1 for start in starts]
-
-
-def _complete(text: str) -> bool:
-    try:
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return False
-    return True
 
 
 def load(path: str) -> Pipeline:
@@ -64,6 +68,8 @@ def load(path: str) -> Pipeline:
     try:
         data = tomllib.loads(text)
     except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits
+        if not isinstance(error, tomllib.TOMLDecodeError) and kernels.too_many_digits(text, origin):
+            raise UsageError(kernels.too_many_digits(text, origin)) from None
         message = str(error)
         position = _POSITION.search(message)
         where = f"{origin}, line {position[1]}" if position else origin

@@ -671,3 +671,15 @@ def test_standard_input_open_for_writing_only_is_a_per_file_error(tmp_path):
     done = shell("convfilter apply - -k blur -o out.png 0>written", tmp_path)
     assert (done.returncode, done.stderr.decode()) == (
         1, "convfilter: error: standard input: cannot read it: Bad file descriptor\n")
+
+
+@pytest.mark.parametrize("command, message", [
+    ("kernels show sobel-x 1</dev/null", "cannot write to standard output: Bad file descriptor"),
+    ("--version 1</dev/null", "cannot write to standard output: Bad file descriptor"),
+    ("apply /dev/stdin -k blur -o x.png <&-", "standard input is closed; give image files or directories"),
+])
+def test_standard_streams_that_fail_are_one_line(tmp_path, command, message):
+    """Standard output open for reading only gave an internal error, or for --version a traceback;
+    a closed standard input named /dev/stdin was 'is a device'."""
+    done = shell(f"convfilter {command}", tmp_path)
+    assert done.returncode in (1, 2) and done.stderr.decode() == f"convfilter: error: {message}\n"

@@ -6,6 +6,7 @@ L = R * 299/1000 + G * 587/1000 + B * 114/1000) or scipy, with the tolerance sta
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -376,6 +377,23 @@ def test_alpha_is_written_where_the_format_holds_it_and_dropped_elsewhere(cli, t
         assert out.mode in ("L", "RGB") and (back[..., 3] == 255).all()
         if suffix != ".jpg":  # lossless: the colour itself is written
             assert np.array_equal(np.asarray(out), colour)
+
+
+def test_gif_hidden_colours_take_no_palette_entries():
+    """250 opaque colours and transparent pixels of random colours: the opaque ones stay exact
+    (the hidden ones took palette entries: off by up to 14)."""
+    from convfilter import imageio
+
+    rng = np.random.default_rng(9)
+    palette = rng.integers(0, 256, (250, 3), dtype=np.uint8)
+    rgba = np.dstack([palette[rng.integers(0, 250, (40, 60))], np.full((40, 60), 255, np.uint8)])
+    clear = rng.random((40, 60)) < 0.3
+    rgba[clear] = np.concatenate([rng.integers(0, 256, (clear.sum(), 3)), np.zeros((clear.sum(), 1))], axis=1)
+    stream = io.BytesIO()
+    imageio.encode(rgba, "GIF", stream)
+    back = np.asarray(Image.open(stream).convert("RGBA"))
+    assert np.array_equal(back[..., 3], np.where(clear, 0, 255))
+    assert np.array_equal(back[~clear][:, :3], rgba[~clear][:, :3])
 
 
 def test_ico_keeps_the_size_and_refuses_what_it_cannot_hold(cli, tmp_path):

@@ -269,10 +269,18 @@ def test_a_negative_seed_is_taken_as_torch_takes_it(cli, camera_copy, tmp_path):
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
-def test_an_integer_past_pythons_digit_limit_is_a_kernel_error(cli, camera_copy, tmp_path):
+@pytest.mark.parametrize("kind", ["kernel", "pipeline"])
+def test_an_integer_past_pythons_digit_limit_is_out_of_range_on_its_line(cli, camera_copy, tmp_path, kind):
     """tomllib refuses integers of more than 4300 digits with a ValueError: it was an internal error."""
-    kernel = tmp_path / "k.toml"
-    kernel.write_text(f"weights = [[-1{'0' * 5000}]]\n")
-    result = cli("apply", camera_copy, "-k", kernel, "-o", tmp_path / "out.png")
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"convfilter: error: kernel file '{kernel}': invalid TOML: ")
+    if kind == "kernel":
+        path = tmp_path / "k.toml"
+        path.write_text(f"weights = [[1]]\nscale = -1{'0' * 5000}\n")
+        result = cli("apply", camera_copy, "-k", path, "-o", tmp_path / "out.png")
+    else:
+        path = tmp_path / "p.toml"
+        path.write_text(f'[[step]]\nkernel = "blur"\nbias = 1{"0" * 5000}\n')
+        result = cli("run", path, camera_copy, "-o", tmp_path / "out.png")
+    line, shown = (2, "-10000000000") if kind == "kernel" else (3, "100000000000")
+    where = f"{kind} file '{path}', line {line}"
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: {where}: value {shown}... (5001 digits) is {RANGE}\n")

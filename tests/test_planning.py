@@ -286,3 +286,23 @@ def test_a_regular_file_in_a_folder_under_dev_is_written_beside_itself(tmp_path)
     /proc/self/fd/N), pipes and devices are streams. Everything under /dev was, for a while."""
     assert plan([Source("/dev/shm/convfilter-test/a.png")], None, "blur")[0].target == "/dev/shm/convfilter-test/a_blur.png"
     assert plan([Source("/proc/self/fd/0")], None, "blur")[0].target == "-"
+
+
+@pytest.mark.parametrize("first, fmt", [("a.png", "jpg"), ("a.tif", "png")])
+def test_a_rerun_into_the_input_folder_resumes_whichever_input_sorts_first(tmp_path, monkeypatch, first, fmt):
+    """photos/FIRST -> photos/a.FMT exists from the first run. When the input that is its own
+    output (a.FMT, refused alone) sorted first, the rerun was refused: 'output is the input'."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path, f"photos/{first}", f"photos/a.{fmt}")
+    sources = expand(["photos"]).sources
+    assert [(j.source, j.target) for j in plan(sources, "photos", "blur", fmt=fmt, batch=True)] == [
+        (f"photos/{first}", f"photos/a.{fmt}")]
+    with pytest.raises(UsageError, match=rf"^output 'photos/a.{fmt}' of 'photos/{first}' is also an input"):
+        plan(sources, "photos", "blur", fmt=fmt, batch=True, overwrite=True)
+
+
+@pytest.mark.parametrize("name", ["//dev/stdin", "/proc/thread-self/fd/0", "/proc/self/task/1/fd/0", "link"])
+def test_every_spelling_of_a_descriptor_name_goes_to_standard_output(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    os.symlink("/dev/stdin", tmp_path / "link")
+    assert plan([Source(name)], None, "blur")[0].target == "-"
