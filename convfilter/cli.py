@@ -45,6 +45,11 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
+def _internal_error(error: BaseException) -> str:
+    """The one line for an error that is a bug, not the user's."""
+    return f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
+
+
 def _traceback() -> None:
     """With --debug, the traceback of the error being handled, before its line; the exit code
     stays the documented one."""
@@ -83,8 +88,7 @@ def reports_errors(command: Callable) -> Callable:
             if is_standard_output_error(error):
                 _error(standard_output_failed(error))  # a plan, report or table on a full disk (> /dev/full)
                 raise typer.Exit(1) from None
-            # a bug: still one line, the traceback with --debug
-            _error(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
+            _error(_internal_error(error))  # a bug: still one line, the traceback with --debug
             raise typer.Exit(1) from None
 
     return wrapper
@@ -609,7 +613,7 @@ def learn(
     check_seed("--seed", seed)
     if output is None:
         _require_standard_output("learn without -o")  # the kernel is only printed
-    if output is not None:
+    else:
         from convfilter.outputs import check_single_output
 
         check_single_output("-o", output, [before, after])
@@ -833,8 +837,7 @@ def main() -> None:
     except OSError as error:  # help or --version that cannot be written (> /dev/full, 1</dev/null)
         from convfilter.files import is_standard_output_error, standard_output_failed
 
-        _error(standard_output_failed(error) if is_standard_output_error(error)
-               else f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)")
+        _error(standard_output_failed(error) if is_standard_output_error(error) else _internal_error(error))
         code = 1
     _exit(code)
 

@@ -326,6 +326,7 @@ class Encoding:
 KEEPS_ALPHA = ("PNG", "TIFF", "WEBP", "TGA", "IM", "JPEG2000", "DDS", "AVIF", "ICO")
 KEEPS_ALPHA_AS_RGBA = ("QOI", "SGI")
 GREY_AS_RGB = ("QOI",)  # RGB and RGBA only: grey is written as RGB, the same values
+WRITES_ALPHA = (*KEEPS_ALPHA, *KEEPS_ALPHA_AS_RGBA, "GIF")
 ICO_SIDE = 256  # the largest icon an ICO file holds
 
 
@@ -335,7 +336,7 @@ def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = E
     if fmt not in SIXTEEN_BIT_FORMATS:
         array = to_8bit(array)
     alpha = array.ndim == 3 and array.shape[2] in (2, 4)
-    if alpha and fmt not in (*KEEPS_ALPHA, *KEEPS_ALPHA_AS_RGBA, "GIF"):
+    if alpha and fmt not in WRITES_ALPHA:
         array = array[..., :-1].squeeze(2) if array.shape[2] == 2 else array[..., :3]
     picture = Image.fromarray(np.ascontiguousarray(array))
     options = encoding.options(fmt)

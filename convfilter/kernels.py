@@ -112,8 +112,7 @@ def parse_number(text: object, where: str) -> float:
         try:
             value = float(text)
         except OverflowError:  # an integer of hundreds of digits (TOML has no limit)
-            digits = str(text)
-            raise KernelError(f"{where}: value {digits[:12]}... ({len(digits.lstrip('-'))} digits) is {_OUT_OF_RANGE}") from None
+            raise KernelError(f"{where}: {_digits_out_of_range(str(text))}") from None
     elif isinstance(text, str):
         numerator, slash, denominator = text.strip().partition("/")
         try:
@@ -227,9 +226,13 @@ def too_many_digits(text: str, origin: str) -> str | None:
     match = re.search(r"[+-]?[0-9][0-9_]{4000,}", text)
     if match is None:
         return None
-    digits = match[0].replace("_", "")
     line = text.count("\n", 0, match.start()) + 1
-    return f"{origin}, line {line}: value {digits[:12]}... ({len(digits.lstrip('+-'))} digits) is {_OUT_OF_RANGE}"
+    return f"{origin}, line {line}: {_digits_out_of_range(match[0].replace('_', ''))}"
+
+
+def _digits_out_of_range(digits: str) -> str:
+    """An integer too long to show: its first digits and how many there are."""
+    return f"value {digits[:12]}... ({len(digits.lstrip('+-'))} digits) is {_OUT_OF_RANGE}"
 
 
 def parse_toml(text: str, origin: str) -> Kernel:
@@ -237,8 +240,8 @@ def parse_toml(text: str, origin: str) -> Kernel:
     try:
         data = tomllib.loads(text)
     except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits
-        if not isinstance(error, tomllib.TOMLDecodeError) and too_many_digits(text, origin):
-            raise KernelError(too_many_digits(text, origin)) from None
+        if not isinstance(error, tomllib.TOMLDecodeError) and (long := too_many_digits(text, origin)):
+            raise KernelError(long) from None
         message = str(error)
         position = _TOML_POSITION.search(message)
         if position:

@@ -183,12 +183,13 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str
     outside the -o folder stay."""
     written = {}
     for job in jobs:
-        if job.target not in (None, STDIO) and not same_file(job.source, job.target):  # its own: refused later
+        if job.target not in (None, STDIO):
             try:
                 info = os.stat(job.target)
             except (OSError, ValueError):  # not written yet: the first run
                 continue
-            written.setdefault((info.st_dev, info.st_ino), job)
+            if not same_file(job.source, job.target):  # its own output: refused by _check_targets
+                written.setdefault((info.st_dev, info.st_ino), job)
     if not written:
         return jobs
     folder = os.path.join(os.path.realpath(output), "")

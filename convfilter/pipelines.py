@@ -68,8 +68,8 @@ def load(path: str) -> Pipeline:
     try:
         data = tomllib.loads(text)
     except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits
-        if not isinstance(error, tomllib.TOMLDecodeError) and kernels.too_many_digits(text, origin):
-            raise UsageError(kernels.too_many_digits(text, origin)) from None
+        if not isinstance(error, tomllib.TOMLDecodeError) and (long := kernels.too_many_digits(text, origin)):
+            raise UsageError(long) from None
         message = str(error)
         position = _POSITION.search(message)
         where = f"{origin}, line {position[1]}" if position else origin

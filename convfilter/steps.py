@@ -159,8 +159,9 @@ def _conv(table: dict, name: Naming) -> ConvStep:
     reach = 65535 * math.fsum(abs(v) for row in weights for v in row) + 257 * abs(kernel.bias)
     if reach > OUTPUT_REACH:
         given_here = [f"{name(key)} {table[key]}" for key in ("scale", "bias") if key in table]  # the likely cause
+        cause = f" with {' and '.join(given_here)}" if given_here else ""
         raise KernelError(
-            f"{kernel.origin}{' with ' + ' and '.join(given_here) if given_here else ''}: outputs could reach {reach:.3g} (65535 x the sum of the weights' magnitudes, "
+            f"{kernel.origin}{cause}: outputs could reach {reach:.3g} (65535 x the sum of the weights' magnitudes, "
             f"plus the bias), more than {OUTPUT_REACH:.0e}, the room float32 leaves for the sums"
         )
     return ConvStep(
@@ -236,7 +237,6 @@ def op_name(steps: list[Step]) -> str:
         return joined
     runs = [(name, len(list(run))) for name, run in itertools.groupby(names)]
     return "+".join(name if count == 1 else f"{name}x{count}" for name, count in runs)
-
 
 
 def _after(step: Step, height: int, width: int) -> tuple[int, int]:
