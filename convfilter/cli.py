@@ -21,8 +21,10 @@ from typing import Annotated, Callable, NoReturn, Optional
 import typer
 
 from convfilter import __version__, kernels
-from convfilter.errors import ConvfilterError, UsageError
-from convfilter.modes import DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY, DEVICES
+from convfilter.errors import ConvfilterError, UsageError, internal_error
+from convfilter.modes import (
+    DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY, DEVICES, MAX_JOBS,
+)
 from convfilter.steps import Step
 
 app = typer.Typer(
@@ -45,9 +47,12 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
-def _internal_error(error: BaseException) -> str:
-    """The one line for an error that is a bug, not the user's."""
-    return f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
+def _wrote(path: str, quiet: bool) -> None:
+    """The line for a file written, unless -q."""
+    from convfilter.outputs import shown
+
+    if not quiet:
+        sys.stderr.write(f"wrote {shown(path)}\n")
 
 
 def _traceback() -> None:
@@ -88,7 +93,7 @@ def reports_errors(command: Callable) -> Callable:
             if is_standard_output_error(error):
                 _error(standard_output_failed(error))  # a plan, report or table on a full disk (> /dev/full)
                 raise typer.Exit(1) from None
-            _error(_internal_error(error))  # a bug: still one line, the traceback with --debug
+            _error(internal_error(error))  # a bug: still one line, the traceback with --debug
             raise typer.Exit(1) from None
 
     return wrapper
@@ -117,6 +122,9 @@ def main_options(
 
 # ---------------------------------------------------------------------------- options shared by apply and pool
 
+QUIET = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+
+
 # name: (annotation with the typer declaration, default). `with_run_options` adds these to a
 # command's signature and hands them to it as one RunOptions; the order is the order in --help.
 SHARED_OPTIONS = {
@@ -141,7 +149,7 @@ SHARED_OPTIONS = {
         "--from", help="Also read input paths from FILE, one a line ('-': standard input).", show_default=False)], None),
     "null": (Annotated[bool, typer.Option("--null", "-0", help="--from lists are NUL-separated (find -print0).")], False),
     "jobs": (Annotated[Optional[int], typer.Option(
-        "-j", "--jobs", help="Worker threads. Default: the number of cores this process may run on.",
+        "-j", "--jobs", help="Worker threads, 1 to 1024. Default: the number of cores this process may run on.",
         show_default=False)], None),
     "shard": (Annotated[Optional[str], typer.Option(
         "--shard", help="Process only the K-th of N deterministic slices of the inputs, e.g. 2/8.",
@@ -152,7 +160,7 @@ SHARED_OPTIONS = {
         "--json", help="Print the summary and per-file results as JSON on standard output.")], False),
     "show": (Annotated[bool, typer.Option(
         "--show", help="Show the result in the system viewer (without -o: instead of writing).")], False),
-    "quiet": (Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")], False),
+    "quiet": (QUIET, False),
     "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")], "auto"),
     "batch": (Annotated[Optional[int], typer.Option(
         "--batch", help="JPEGs decoded and filtered together on the device, N at a time. Default: 64 on a GPU, "
@@ -229,8 +237,16 @@ def _check(run: RunOptions) -> None:
         raise UsageError(f"--png-compression must be between 0 and 9, got {run.png_compression}")
     if run.max_pixels is not None and run.max_pixels < 1:
         raise UsageError(f"--max-pixels must be at least 1, got {run.max_pixels}")
-    if run.jobs is not None and run.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {run.jobs}")
+    if run.jobs is not None and not 1 <= run.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs must be 1 to {MAX_JOBS}, got {run.jobs}")
+    for option, value, rule in (
+        ("-o", run.output, "give a file, a folder or -"),
+        ("--compare", run.compare, "give a file name"),
+        ("--shard", run.shard, "give K/N, like 2/8"),
+        ("--format", run.fmt, "give a format like png, jpg or tiff"),
+    ):
+        if value == "":  # an unset variable in a script ("$OUT") must not mean the current folder, or all
+            raise UsageError(f"{option} is empty; {rule}")
     if run.null and run.from_list is None:
         raise UsageError("--null describes a --from list; give --from FILE or --from -")
     display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
@@ -271,7 +287,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
     _check(run)
     check_choice("device", run.device, DEVICES)
     background = imageio.parse_background(run.background) if run.background is not None else None
-    shard = inputs.parse_shard(run.shard) if run.shard else None
+    shard = inputs.parse_shard(run.shard) if run.shard is not None else None
     max_pixels = run.max_pixels or imageio.DEFAULT_MAX_PIXELS
     pipeline = None if run.dry_run else BackgroundFilter(steps, run.device, max_pixels)  # torch loads meanwhile
     arguments = list(run.inputs or [])
@@ -359,7 +375,7 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
                     filter_ready=pipeline.built,
                 )
         if run.compare is not None and summary.written and not run.quiet:
-            reporter.line(f"wrote {run.compare}")
+            reporter.line(f"wrote {outputs.shown(run.compare)}")
         if batch and (summary.failed or summary.interrupted or not run.quiet):
             reporter.line(str(summary))
     if run.json:
@@ -473,7 +489,7 @@ def apply(
 ) -> None:
     """Convolve images with one or more kernels, in order (each a torch Conv2d).
 
-    Example: convfilter apply photo.jpg -k sharpen   (writes photo_sharpen.jpg)
+    Example: convfilter apply photo.jpg -k sharpen   # writes photo_sharpen.jpg
     """
     from convfilter.steps import conv_steps
 
@@ -505,7 +521,7 @@ def pool(
 
     Windows of K x K pixels, every --stride pixels; --to WxH pools to exactly that size instead.
 
-    Example: convfilter pool photo.jpg --size 2 --mode max   (writes photo_pool2.jpg)
+    Example: convfilter pool photo.jpg --size 2 --mode max   # writes photo_pool2.jpg
     """
     from convfilter.steps import pool_step
 
@@ -525,7 +541,7 @@ def upsample(
     An nn.ConvTranspose2d with fixed weights and stride = factor: nearest repeats pixels (the
     inverse of pooling), bilinear interpolates.
 
-    Example: convfilter upsample small.png --factor 2 --mode bilinear   (writes small_up2.png)
+    Example: convfilter upsample small.png --factor 2 --mode bilinear   # writes small_up2.png
     """
     from convfilter.steps import from_table
 
@@ -560,6 +576,7 @@ def export(
     color: Annotated[bool, typer.Option("--color", help="Export for 3-channel (RGB) input. Default: the "
                                         "pipeline file's 'color', else 1 channel.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    quiet: QUIET = False,
 ) -> None:
     """Export a pipeline file as a torch.export program for plain PyTorch.
 
@@ -570,13 +587,12 @@ def export(
     """
     from convfilter import pipelines
     from convfilter.export import export_program
-
     from convfilter.outputs import check_single_output
 
     check_single_output("-o", output, [pipeline])
     recipe = pipelines.load(pipeline)
     export_program(recipe.steps, 3 if (color or recipe.color) else 1, output, overwrite, f"pipeline file {pipeline!r}")
-    sys.stderr.write(f"wrote {output}\n")
+    _wrote(output, quiet)
 
 @app.command()
 @reports_errors
@@ -592,6 +608,7 @@ def learn(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights (xavier normal).")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    quiet: QUIET = False,
 ) -> None:
     """Recover the kernel that turned BEFORE into AFTER (fitted by autograd).
 
@@ -604,10 +621,12 @@ def learn(
 
     from convfilter import imageio
     from convfilter.files import atomic_write, exists_error
+    from convfilter.imageio import STDIO
     from convfilter.modes import BORDERS, check_choice
-
     from convfilter.steps import check_seed
 
+    if STDIO in (before, after):
+        raise UsageError("learn reads BEFORE and AFTER from files; '-' (standard input) is not taken")
     check_choice("border", border, BORDERS)
     check_choice("device", device, DEVICES)
     check_seed("--seed", seed)
@@ -629,10 +648,9 @@ def learn(
         raise exists_error(output, "use --overwrite")  # before the fit, not after
 
     from convfilter import learn as learning  # imports torch
-
     from convfilter.reporting import Bar
 
-    with Bar(steps) as bar:
+    with Bar(steps, shown=not quiet) as bar:
         fitted = learning.fit(*images, size=size, border=border, bias=bias, steps=steps, seed=seed,
                               device=device, progress=lambda done, rmse: bar.update(done, f"RMSE {rmse:.3f}"))
     _print_matrix(f"learned {size}x{size} kernel", fitted.weights.tolist())
@@ -641,7 +659,7 @@ def learn(
     if output is not None:
         text = learning.kernel_toml(fitted, before, after, border)
         atomic_write(Path(output), lambda stream: stream.write(text.encode()), overwrite, "use --overwrite")
-        sys.stderr.write(f"wrote {output}\n")
+        _wrote(output, quiet)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -733,6 +751,9 @@ def _print_matrix(title: Optional[str], rows) -> None:
     Console().print(table)
 
 
+MAX_COLUMNS = 64  # tiles a row of the contact sheet
+
+
 @kernels_app.command("preview")
 @reports_errors
 def kernels_preview(
@@ -745,6 +766,7 @@ def kernels_preview(
     size: Annotated[int, typer.Option("--size", help="Tile size in pixels.")] = 256,
     color: Annotated[bool, typer.Option("--color", help="Filter in colour.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    quiet: QUIET = False,
 ) -> None:
     """Write a contact sheet: the photo, then every named kernel applied to it, each tile labelled.
 
@@ -754,15 +776,20 @@ def kernels_preview(
     from pathlib import Path
 
     from convfilter import imageio, visuals
+    from convfilter.outputs import check_single_output
+
+    if not 1 <= columns <= MAX_COLUMNS:
+        raise UsageError(f"--columns must be 1 to {MAX_COLUMNS}, got {columns}")
+    if not 16 <= size <= 2048:
+        raise UsageError(f"--size must be 16 to 2048 pixels, got {size}")
+    if image == imageio.STDIO:
+        raise UsageError("kernels preview reads the photo from a file; '-' (standard input) is not taken")
+    source = image or str(resources.files("convfilter") / "data" / "camera.png")
+    check_single_output("-o", output, [source])
+
     from convfilter.pipeline import Filter  # imports torch
     from convfilter.steps import from_table
 
-    if columns < 1 or not 16 <= size <= 2048:
-        raise UsageError("--columns must be at least 1 and --size 16 to 2048")
-    source = image or str(resources.files("convfilter") / "data" / "camera.png")
-    from convfilter.outputs import check_single_output
-
-    check_single_output("-o", output, [source])
     try:
         array = imageio.read_image(source, color=color)
     except ConvfilterError as error:
@@ -775,7 +802,7 @@ def kernels_preview(
             _error(f"kernel {name!r} left out: {error}")
             left_out += 1
     imageio.write_picture(visuals.contact_sheet(tiles, columns, size), Path(output), overwrite)
-    sys.stderr.write(f"wrote {output}\n")
+    _wrote(output, quiet)
     if left_out:  # the sheet is written, without them: exit 1, as a batch where some inputs failed
         raise typer.Exit(1)
 
@@ -837,7 +864,7 @@ def main() -> None:
     except OSError as error:  # help or --version that cannot be written (> /dev/full, 1</dev/null)
         from convfilter.files import is_standard_output_error, standard_output_failed
 
-        _error(standard_output_failed(error) if is_standard_output_error(error) else _internal_error(error))
+        _error(standard_output_failed(error) if is_standard_output_error(error) else internal_error(error))
         code = 1
     _exit(code)
 

@@ -27,3 +27,9 @@ class InputError(ConvfilterError):
 
 class OutputError(ConvfilterError):
     """One output cannot be written: it exists, it is an input, or the disk refused."""
+
+
+def internal_error(error: BaseException) -> str:
+    """The one line for an error that is a bug, not the user's. --debug is an option of
+    convfilter itself, so it goes before the command."""
+    return f"internal error: {type(error).__name__}: {error} (rerun as convfilter --debug COMMAND ... for the traceback)"

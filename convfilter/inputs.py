@@ -189,6 +189,8 @@ def expand(arguments: Iterable[str], recursive: bool = False, listed: Iterable[s
         if len(arguments) > 1 or listed:
             raise UsageError("'-' (standard input) must be the only input")
         return Expansion([Source(STDIO)], batch=False)
+    if "" in arguments:  # an unset variable ("$f"): it would name the current folder's path
+        raise UsageError("an input is an empty name ''; give an image file, a folder, a glob or -")
     sources, batch, seen = [], bool(listed), set()
     for argument, literal in [(a, False) for a in arguments] + [(a, True) for a in listed]:
         found, grouped = _expand_one(argument, recursive, literal)

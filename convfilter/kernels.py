@@ -313,7 +313,9 @@ def builtin_dir() -> Path:
 def search_dirs() -> list[Path]:
     """`CONVFILTER_KERNEL_PATH` (':'-separated), the user directory, then the built-ins."""
     dirs = [Path(p).expanduser() for p in os.environ.get(PATH_VARIABLE, "").split(os.pathsep) if p]
-    config = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    config = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(config):  # unset, empty or relative: the XDG spec says to ignore it
+        config = "~/.config"
     dirs.append(Path(config).expanduser() / "convfilter" / "kernels")
     dirs.append(builtin_dir())
     return dirs

@@ -15,6 +15,9 @@ DEFAULT_POOL_SIZE = 2
 DEFAULT_RANGE = "clip"
 DEFAULT_QUALITY = 95
 DEFAULT_PNG_COMPRESSION = 1
+# -j: worker threads. torch's own threads never exceed the cores (process.torch_threads); this
+# bounds the workers, each a Python thread (libgomp failed to start threads near 20,000).
+MAX_JOBS = 1024
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:

@@ -35,6 +35,12 @@ class Job:
         return "standard input" if self.source == STDIO else repr(self.source)
 
 
+def shown(path: str) -> str:
+    """A path for a line of text: as it is, or quoted like the error lines when it holds a
+    newline or another character that is not printable (or bytes that are not UTF-8)."""
+    return path if path.isprintable() else repr(path)
+
+
 def _writable_suffix(path: str) -> str:
     """The input's own suffix if Pillow can write it, else `.png`."""
     suffix = Path(path).suffix
@@ -164,6 +170,8 @@ def plan(
         written_as = fmt or (Path(target).suffix if target not in (None, STDIO) else "png")
         if not written_as:
             raise UsageError(f"cannot tell the format of output {target!r}; give it a suffix or use --format")
+        if fmt and target == output:
+            _check_suffix_is(fmt, output)
         jobs.append(Job(source=source.path, target=target, format=format_for(written_as)))
     if batch and output not in (None, STDIO):
         jobs = _without_earlier_outputs(jobs, sources, output, overwrite)
@@ -171,6 +179,18 @@ def plan(
             raise UsageError(f"no input images: every file found is an output of this run in {output!r}")
     _check_targets(jobs)
     return jobs
+
+
+def _check_suffix_is(fmt: str, output: str) -> None:
+    """-o FILE with --format: a suffix of another image format would hold data it does not name
+    (-o out.png --format jpg). A suffix that names no image format (out.dat) is the user's choice."""
+    try:
+        named = format_for(Path(output).suffix) if Path(output).suffix else None
+    except UsageError:
+        return
+    if named is not None and named != format_for(fmt):
+        raise UsageError(f"-o {output!r} names a {named} file but --format is {fmt!r}; give -o a matching suffix, "
+                         "or leave out --format")
 
 
 def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str, overwrite: bool) -> list[Job]:
@@ -220,7 +240,7 @@ def check_single_output(option: str, output: str, inputs: list[str], planned: li
     """An option that writes one file of its own (export -o, learn -o, kernels preview -o,
     --compare) takes a file name: not '-' nor a folder, never one of the command's `inputs` (not
     even with --overwrite), nor a file the command writes besides (`planned`)."""
-    if output == STDIO or output.endswith(("/", os.sep)) or os.path.isdir(output):
+    if not output or output == STDIO or output.endswith(("/", os.sep)) or os.path.isdir(output):
         raise UsageError(f"{option} takes a file name, got {output!r}")
     for path in inputs:
         if path != STDIO and same_file(path, output):

@@ -63,8 +63,10 @@ def load(path: str) -> Pipeline:
         text = Path(path).read_text(encoding="utf-8-sig")  # a leading BOM (Windows Notepad) is not TOML
     except FileNotFoundError:
         raise UsageError(f"{origin} not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{origin}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
+    except UnicodeDecodeError:  # an image given where the pipeline goes (run photo.jpg edges.toml)
+        raise UsageError(f"{origin}: not a text file; give the pipeline file first, then the images") from None
+    except OSError as error:
+        raise UsageError(f"{origin}: cannot read it: {error.strerror or error}") from None
     try:
         data = tomllib.loads(text)
     except ValueError as error:  # TOMLDecodeError, or an integer past Python's 4300 digits

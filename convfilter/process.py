@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable, TypeVar
 import numpy as np
 
 from convfilter import files, imageio, visuals
-from convfilter.errors import ConvfilterError, OutputError
+from convfilter.errors import ConvfilterError, OutputError, internal_error
 from convfilter.outputs import Job, same_file
 
 FilterFn = Callable[[np.ndarray], np.ndarray]
@@ -80,14 +80,14 @@ def available_cores() -> int:
 
 def torch_threads(jobs: int | None, workers: int) -> int | None:
     """torch's threads in each of `workers` threads that filter: `-j N` keeps the process to N
-    cores, the default to the cores it may run on. None (torch's own default, every core) for
+    cores (at most the cores it may run on), the default to the cores it may run on. None (torch's own default, every core) for
     one worker without -j on an unrestricted machine. Two processes of `-j 1` with two torch
     threads each (GNU parallel, 2 cores) took 5.5-22 s over 200 photos instead of 2.9-3.1 s:
     OpenMP threads spin while they wait, and here they waited for each other's cores."""
     cores = available_cores()
     if jobs is None and workers <= 1 and cores == os.cpu_count():
         return None
-    return max(1, (jobs or cores) // max(1, workers))
+    return max(1, min(jobs or cores, cores) // max(1, workers))
 
 
 # While the filter is not ready yet (torch still importing), workers decode the next inputs
@@ -121,6 +121,8 @@ def check_target(job: Job, options: WriteOptions) -> JobResult | None:
                 if options.skip_existing:
                     return JobResult(job, SKIPPED)
                 raise files.exists_error(target)
+        if options.compare is not None and os.path.lexists(options.compare[0]) and not options.overwrite:
+            raise OutputError(f"--compare '{options.compare[0]}' exists (use --overwrite)")  # before the filter
         return None
 
     return guarded(job, options, check)
@@ -175,10 +177,7 @@ def failure(job: Job, options: WriteOptions, error: Exception) -> JobResult:
         return JobResult(job, FAILED, f"{job.label}: {error}")
     if options.debug:
         raise error
-    return JobResult(
-        job, FAILED, f"{job.label}: internal error: {type(error).__name__}: {error} "
-        "(rerun with --debug for the traceback)"
-    )
+    return JobResult(job, FAILED, f"{job.label}: {internal_error(error)}")
 
 
 def process(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from convfilter.outputs import shown
 from convfilter.process import FAILED, WRITTEN, JobResult
 
 
@@ -64,7 +65,8 @@ class Reporter(Bar):
         if result.status == FAILED:
             self.line(f"convfilter: error: {result.error}")
         elif not self.quiet and result.job.target not in (None, "-"):
-            self.line(f"wrote {result.job.target}" if result.status == WRITTEN else f"skipped {result.job.target} (exists)")
+            target = shown(result.job.target)
+            self.line(f"wrote {target}" if result.status == WRITTEN else f"skipped {target} (exists)")
         self._done += 1
         rate = self._done / max(time.monotonic() - self._start, 1e-9)
         self.update(self._done, f"{rate:.1f} files/s")

@@ -87,6 +87,7 @@ OP_NAME_MAX = 100  # characters of the <op> in output names before repeats are c
 # billion repeats or a factor of 20,000 would take all of the memory instead of failing clearly.
 MAX_REPEAT = 1000
 MAX_FACTOR = 16
+MAX_STRIDE = 1_000_000  # past any side an image has in practice; torch's strides overflow near 10**17
 KEYS = {
     "kernel": ("kernel", "border", "normalize", "scale", "bias", "flip", "repeat", "stride", "range"),
     "pool": ("pool", "size", "stride", "ceil", "to", "seed"),
@@ -149,7 +150,7 @@ def _conv(table: dict, name: Naming) -> ConvStep:
     if "range" in table:
         _choice("range", table["range"], RANGES)
     repeat = _at_least_one(name("repeat"), table.get("repeat", 1), MAX_REPEAT)
-    stride = _at_least_one(name("stride"), table.get("stride", 1))
+    stride = _at_least_one(name("stride"), table.get("stride", 1), MAX_STRIDE)
     # finite and within float32, as a kernel file's scale and bias must be
     scale, bias = (kernels.parse_number(table[key], name(key)) if key in table else None for key in ("scale", "bias"))
     kernel = kernels.resolve(table["kernel"]).with_options(
@@ -191,7 +192,7 @@ def _pool(table: dict, name: Naming) -> PoolStep | AdaptivePoolStep:
     if "seed" in table:
         check_seed(name("seed"), table["seed"])
     size = _at_least_one(name("size"), table.get("size", DEFAULT_POOL_SIZE))
-    stride = _at_least_one(name("stride"), table.get("stride", size))
+    stride = _at_least_one(name("stride"), table["stride"], MAX_STRIDE) if "stride" in table else size
     return PoolStep(size=size, stride=stride, mode=mode, ceil=table.get("ceil", False), seed=table.get("seed"))
 
 
@@ -229,14 +230,22 @@ def pool_step(*, size: int | None = None, stride: int | None = None, mode: str, 
 def op_name(steps: list[Step]) -> str:
     """The `<op>` of default output names: step names joined by '+' (kernel names, `pool<K>`, ...);
     a kernel repeated N times is named N times, as when it is given N times. Past OP_NAME_MAX
-    characters, a run of one name is written once with its count (`blurx60`): file names end at
-    255 bytes."""
+    characters, a run of one name is written once with its count (`blurx60`); if that is still
+    too long, the names that fit are followed by the count of those left (`a+b+c+21more`): file
+    names end at 255 bytes."""
     names = [step.name for step in steps for _ in range(getattr(step, "repeat", 1))]
     joined = "+".join(names)
     if len(joined) <= OP_NAME_MAX:
         return joined
-    runs = [(name, len(list(run))) for name, run in itertools.groupby(names)]
-    return "+".join(name if count == 1 else f"{name}x{count}" for name, count in runs)
+    runs = [name if count == 1 else f"{name}x{count}" for name, count in
+            ((name, len(list(run))) for name, run in itertools.groupby(names))]
+    joined = "+".join(runs)
+    if len(joined) <= OP_NAME_MAX:
+        return joined
+    kept = 1
+    while len("+".join(runs[:kept + 1])) + len(f"+{len(runs)}more") <= OP_NAME_MAX:
+        kept += 1
+    return "+".join(runs[:kept]) + f"+{len(runs) - kept}more"
 
 
 def _after(step: Step, height: int, width: int) -> tuple[int, int]:

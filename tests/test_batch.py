@@ -299,6 +299,7 @@ def test_inputs_are_decoded_ahead_while_the_filter_loads_within_the_memory_budge
     (1, 1, 16, 16, 1), (4, 1, 16, 16, 4), (4, 2, 16, 16, 2), (4, 8, 16, 16, 1),  # -j N: N cores, shared
     (2, 0, 2, 2, 2),
     (None, 1, 4, 16, 4), (None, 2, 4, 16, 2), (None, 4, 4, 16, 1), (3, 1, 4, 16, 3),  # an affinity of 4 cores
+    (1024, 1, 2, 2, 2), (100, 3, 4, 16, 1),  # never more than the cores (-j 20000 failed to start OpenMP threads)
 ])
 def test_torch_threads_keep_to_the_jobs_cores(monkeypatch, jobs, workers, allowed, cores, expected):
     from convfilter import process

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CAMERA, gray, run_process
+from conftest import CAMERA, SAMPLES, gray, run_process
 from convfilter import kernels
 from test_pipeline import max_diff, opencv_filter
 
@@ -76,6 +76,8 @@ def test_flip_is_true_convolution(cli, camera_copy, camera, tmp_path):
         (["apply", "-k", "blur", "-k", "edge"], "photo_blur+edge.png"),
         (["apply", "-k", "blur", "--repeat", "2", "-k", "edge"], "photo_blur+blur+edge+edge.png"),
         (["apply", "-k", "blur", "--repeat", "60", "-k", "edge"], "photo_blurx60+edgex60.png"),  # not 330 characters
+        (["apply", *["-k", "motion-blur", "-k", "unsharp5"] * 12],  # 24 names, 239 characters: past 255 bytes
+         "photo_" + "+".join(["motion-blur", "unsharp5"] * 4) + "+16more.png"),
         (["apply", "-k", "0,-1,0;-1,5,-1;0,-1,0"], "photo_custom.png"),
         (["apply", "-k", "sharpen", "--format", "jpg"], "photo_sharpen.jpg"),
         (["pool", "--size", "3"], "photo_pool3.png"),
@@ -89,6 +91,34 @@ def test_default_output_name_beside_the_input(cli, camera_copy, args, name):
     assert result.stderr == f"wrote {target}\n"
     with Image.open(target) as image:
         assert image.format == ("JPEG" if name.endswith(".jpg") else "PNG")
+
+
+@pytest.mark.parametrize("output, fmt, written", [
+    ("out.dat", "png", "PNG"), ("out", "jpg", "JPEG"), ("out.jpeg", "jpg", "JPEG"), ("out.TIF", "tiff", "TIFF"),
+])
+def test_format_with_an_output_file_of_that_format_or_no_image_suffix(cli, camera_copy, output, fmt, written):
+    target = camera_copy.parent / output
+    assert cli("apply", camera_copy, "-k", "sharpen", "-o", target, "--format", fmt).exit_code == 0
+    with Image.open(target) as image:
+        assert image.format == written
+
+
+def test_format_against_the_suffix_of_an_output_file_is_a_usage_error(cli, camera_copy):
+    """-o out.png --format jpg wrote JPEG data into out.png."""
+    target = camera_copy.parent / "out.png"
+    result = cli("apply", camera_copy, "-k", "sharpen", "-o", target, "--format", "jpg")
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: -o {str(target)!r} names a PNG file but "
+                                                    "--format is 'jpg'; give -o a matching suffix, or leave out --format\n")
+    assert not target.exists()
+
+
+def test_a_written_name_with_a_newline_is_quoted_on_its_line(cli, camera_copy):
+    """'wrote' lines printed the name raw, so a newline in it made two lines (error lines quote it)."""
+    odd = camera_copy.parent / "a\nb.png"
+    camera_copy.rename(odd)
+    result = cli("apply", odd, "-k", "sharpen")
+    written = str(odd.parent / "a\nb_sharpen.png")
+    assert (result.exit_code, result.stderr) == (0, f"wrote {written!r}\n")
 
 
 def test_output_directory_takes_the_input_name(cli, camera_copy, tmp_path):
@@ -329,13 +359,13 @@ def test_no_traceback_for_an_internal_error_without_debug(cli, camera_copy, monk
     result = cli("apply", camera_copy, "-k", "blur")
     assert result.exit_code == 1
     assert result.stderr == (f"convfilter: error: '{camera_copy}': internal error: ZeroDivisionError: "
-                             "division by zero (rerun with --debug for the traceback)\n")
+                             "division by zero (rerun as convfilter --debug COMMAND ... for the traceback)\n")
     debugged = cli("--debug", "apply", camera_copy, "-k", "blur")
     assert debugged.exit_code == 1
     assert debugged.stderr.startswith("Traceback (most recent call last):\n")
     assert "ZeroDivisionError: division by zero\n" in debugged.stderr
     assert debugged.stderr.endswith("convfilter: error: internal error: ZeroDivisionError: division by zero "
-                                    "(rerun with --debug for the traceback)\n")
+                                    "(rerun as convfilter --debug COMMAND ... for the traceback)\n")
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(cli, camera_copy):
@@ -590,12 +620,39 @@ def test_compare_must_be_a_file_of_its_own(cli, camera_copy, monkeypatch, compar
     (["apply", "{photo}", "-k", "blur", "--repeat", "1001"], "--repeat must be at most 1000, got 1001"),
     (["upsample", "{photo}", "--factor", "17"], "--factor must be at most 16, got 17"),
     (["kernels", "preview", "{photo}", "-o", "{dir}/s.png", "--size", "100000"],
-     "--columns must be at least 1 and --size 16 to 2048"),
+     "--size must be 16 to 2048 pixels, got 100000"),
+    (["kernels", "preview", "{photo}", "-o", "{dir}/s.png", "--columns", str(10 ** 20)],
+     f"--columns must be 1 to 64, got {10 ** 20}"),
+    (["apply", "{photo}", "-k", "sharpen", "--stride", str(10 ** 17)], f"--stride must be at most 1000000, got {10 ** 17}"),
+    (["pool", "{photo}", "--stride", "1000001"], "--stride must be at most 1000000, got 1000001"),
+    (["apply", "{photo}", "-k", "sharpen", "-j", "100000"], "--jobs must be 1 to 1024, got 100000"),
 ])
 def test_sizes_that_would_take_all_memory_are_usage_errors(cli, camera_copy, arguments, message):
     """A billion repeats is a billion layers; a factor of 20,000 a 10 TB image: refused, not killed."""
     result = cli(*[a.format(photo=camera_copy, dir=camera_copy.parent) for a in arguments])
     assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["apply", "", "-k", "sharpen"], "an input is an empty name ''; give an image file, a folder, a glob or -"),
+    (["apply", "", "{photo}", "-k", "sharpen"], "an input is an empty name ''; give an image file, a folder, a glob or -"),
+    (["apply", "{photo}", "-k", "sharpen", "-o", ""], "-o is empty; give a file, a folder or -"),
+    (["apply", "{photo}", "-k", "sharpen", "--format", ""], "--format is empty; give a format like png, jpg or tiff"),
+    (["apply", "{photo}", "-k", "sharpen", "--shard", ""], "--shard is empty; give K/N, like 2/8"),
+    (["apply", "{photo}", "-k", "sharpen", "--compare", ""], "--compare is empty; give a file name"),
+    (["export", "{pipeline}", "-o", ""], "-o takes a file name, got ''"),
+    (["kernels", "preview", "{photo}", "-o", ""], "-o takes a file name, got ''"),
+    (["learn", "{photo}", "{photo}", "-o", ""], "-o takes a file name, got ''"),
+])
+def test_empty_values_are_usage_errors(cli, camera_copy, monkeypatch, arguments, message):
+    """An unset variable in a script ("$f", -o "$OUT", --shard "$SHARD") crashed the planning, wrote
+    into the current folder, or processed every file: now exit 2 and nothing written."""
+    folder = camera_copy.parent
+    monkeypatch.chdir(folder)
+    pipeline = str(SAMPLES / "edges.toml")
+    result = cli(*[a.format(photo=camera_copy, pipeline=pipeline) for a in arguments])
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
+    assert sorted(p.name for p in folder.iterdir()) == ["photo.png"]
 
 
 def shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:

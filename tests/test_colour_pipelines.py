@@ -304,6 +304,16 @@ def test_a_pipeline_file_with_a_byte_order_mark_is_read():
     assert [step.name for step in loaded.steps] == ["blur"]
 
 
+def test_an_image_given_as_the_pipeline_file_says_so(cli, camera_copy, tmp_path):
+    """`run photo.jpg edges.toml` gave the codec's "'utf-8' codec can't decode byte 0xff"."""
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('[[step]]\nkernel = "blur"\n')
+    result = cli("run", ASTRONAUT, recipe, "-o", tmp_path / "out.png")
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: pipeline file '{ASTRONAUT}': not a text file; give the pipeline file first, "
+           "then the images\n")
+
+
 def test_a_step_header_inside_a_multi_line_string_does_not_shift_the_lines(cli, camera_copy, tmp_path):
     """The error named line 6 (step 1's) for step 2 on line 9."""
     recipe = tmp_path / "p.toml"

@@ -259,3 +259,16 @@ def test_line_numbers_after_blank_lines(tmp_path):
     path = write(tmp_path, "k.toml", "description = 'x'\n\n\nscale = 'big'\nweights = [[1]]\n")
     with pytest.raises(KernelError, match=r"line 4: 'scale': 'big' is not a number$"):
         kernels.resolve(str(path))
+
+
+@pytest.mark.parametrize("value", ["rel", ""])
+def test_a_relative_or_empty_xdg_config_home_is_ignored(tmp_path, monkeypatch, value):
+    """The XDG spec: a relative path is invalid and is ignored (it was read from the current folder)."""
+    home = tmp_path / "home"
+    for base, text in ((tmp_path / "rel", "9"), (home / ".config", "8")):
+        (base / "convfilter" / "kernels").mkdir(parents=True)
+        write(base / "convfilter" / "kernels", "nine.txt", text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", value)
+    assert kernels.resolve("nine").weights() == ((8.0,),)

@@ -188,3 +188,42 @@ def test_learn_refuses_what_it_could_not_use_before_working(cli, before, tmp_pat
     result = cli("learn", before, before, "--size", "3", *options)
     assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["before.png"]
+
+
+def test_an_existing_compare_picture_fails_the_input_before_the_filter(cli, camera_copy, tmp_path):
+    """It blocked the main output after the filter had run, named as 'output', even with
+    --skip-existing; --overwrite replaces it."""
+    picture, out = tmp_path / "compare.png", tmp_path / "out.png"
+    picture.write_bytes(b"keep")
+    result = cli("apply", camera_copy, "-k", "sharpen", "-o", out, "--compare", picture, "--skip-existing")
+    assert (result.exit_code, result.stderr) == (
+        1, f"convfilter: error: {str(camera_copy)!r}: --compare '{picture}' exists (use --overwrite)\n")
+    assert picture.read_bytes() == b"keep" and not out.exists()
+    assert cli("apply", camera_copy, "-k", "sharpen", "-o", out, "--compare", picture, "--overwrite").exit_code == 0
+    with Image.open(picture) as image:
+        assert image.width > 2 * 512
+
+
+def test_commands_that_write_one_file_take_quiet(cli, before, tmp_path):
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('[[step]]\nkernel = "blur"\n')
+    for arguments, written in [
+        (["export", recipe, "-o", tmp_path / "p.pt2"], tmp_path / "p.pt2"),
+        (["learn", before, before, "--size", "1", "--steps", "1", "-o", tmp_path / "k.toml"], tmp_path / "k.toml"),
+        (["kernels", "preview", before, "-o", tmp_path / "s.png", "--size", "16"], tmp_path / "s.png"),
+    ]:
+        result = cli(*arguments, "-q")
+        assert (result.exit_code, result.stderr) == (0, ""), arguments
+        assert written.is_file()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["learn", "-", "{before}"], "learn reads BEFORE and AFTER from files; '-' (standard input) is not taken"),
+    (["learn", "{before}", "-"], "learn reads BEFORE and AFTER from files; '-' (standard input) is not taken"),
+    (["kernels", "preview", "-", "-o", "s.png"],
+     "kernels preview reads the photo from a file; '-' (standard input) is not taken"),
+])
+def test_standard_input_is_refused_where_a_file_is_read_twice(cli, before, tmp_path, monkeypatch, arguments, message):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*[a.format(before=before) for a in arguments])
+    assert (result.exit_code, result.stderr) == (2, f"convfilter: error: {message}\n")
