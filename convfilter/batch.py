@@ -183,7 +183,9 @@ class BatchRunner:
     def _collect(self, keep: int) -> None:
         """Record finished writes, in order, waiting until at most `keep` are unfinished."""
         while self.writes and (self.writes[0].done() or len(self.writes) > keep):
-            self.record(self.writes.popleft().result())
+            result = self.writes[0].result()  # still queued if Ctrl-C comes meanwhile: recorded after it
+            self.writes.popleft()
+            self.record(result)
 
 
 def _written(job: Job, options: WriteOptions, write: Callable, *arguments) -> JobResult:

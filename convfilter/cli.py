@@ -886,6 +886,10 @@ def _exit(code: int | str | None) -> NoReturn:
         code = code or 1
     except (AttributeError, ValueError):  # not a real stream (tests), or closed
         pass
+    # A second Ctrl-C stops without waiting for the writers: none of their temporary files stays.
+    # (Only where something was written: --help does not pay for importing files.)
+    if "convfilter.files" in sys.modules:
+        sys.modules["convfilter.files"].remove_temporaries()
     if "torch" not in sys.modules or not isinstance(code, int):
         sys.exit(code)
     with contextlib.suppress(AttributeError, OSError, ValueError):

@@ -5,9 +5,11 @@ an error, not on Ctrl-C. And standard output once its reader has gone."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -19,21 +21,64 @@ os.umask(_UMASK)
 EXISTS_HINT = "use --overwrite or --skip-existing"
 
 
-def exists_error(target, hint: str = EXISTS_HINT) -> OutputError:
+class OutputExistsError(OutputError):
+    """An output that is already there (--skip-existing counts its input as skipped)."""
+
+
+def exists_error(target, hint: str = EXISTS_HINT) -> OutputExistsError:
     """The one message for an output that is already there."""
-    return OutputError(f"output '{target}' exists ({hint})")
+    return OutputExistsError(f"output '{target}' exists ({hint})")
+
+
+# The temporary files being written, so that an exit that does not wait for the writers (a
+# second Ctrl-C) removes them; none is made after that.
+_temporaries: set[str] = set()
+_temporaries_lock = threading.Lock()
+_closing = False
+NAME_MAX = 255  # bytes of one file name (Linux, macOS)
+_TEMPORARY_EXTRA = len(".") + len(".") + 8 + len(".tmp")  # ".NAME.XXXXXXXX.tmp"
+
+
+def remove_temporaries() -> None:
+    """Remove the temporary files still being written; atomic_write makes no more after this."""
+    global _closing
+    with _temporaries_lock:
+        _closing = True
+        for path in _temporaries:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        _temporaries.clear()
+
+
+def _temporary_beside(target: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside `target`, open: `.NAME.XXXXXXXX.tmp`, NAME cut short
+    where the whole would pass 255 bytes (an output name of 242-255 bytes failed as "File name
+    too long")."""
+    name = os.fsencode(target.name)[:NAME_MAX - _TEMPORARY_EXTRA]
+    with _temporaries_lock:
+        if _closing:
+            raise OutputError(f"cannot write '{target}': convfilter is stopping")
+        fd, temporary = tempfile.mkstemp(dir=os.fsencode(target.parent), prefix=b"." + name + b".", suffix=b".tmp")
+        temporary = os.fsdecode(temporary)
+        _temporaries.add(temporary)
+    return fd, temporary
 
 
 def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: bool = False,
                  exists_hint: str = EXISTS_HINT) -> None:
     """Create `target` (and its directory) with what `write(stream)` writes. OSError from the
-    file system becomes OutputError; other errors from `write` pass through, nothing left."""
+    file system becomes OutputError; other errors from `write` pass through, nothing left.
+    `write` writes into memory first: Pillow writes some formats (JPEG, TIFF, BMP, PPM) straight
+    to a file's descriptor and does not notice a short write (a full disk, `ulimit -f`), which
+    left a cut-off image under its final name; Python's own write raises instead."""
     temporary = None
     try:
+        encoded = io.BytesIO()
+        write(encoded)  # Pillow's encoder errors are OSError too: "cannot write" this target
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, temporary = _temporary_beside(target)
         with os.fdopen(fd, "wb") as stream:
-            write(stream)
+            stream.write(encoded.getbuffer())
         os.chmod(temporary, 0o666 & ~_UMASK)
         if overwrite:
             os.replace(temporary, target)
@@ -51,8 +96,11 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: boo
     except OSError as error:
         raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
     finally:
-        if temporary is not None and os.path.lexists(temporary):
-            os.unlink(temporary)
+        if temporary is not None:
+            with _temporaries_lock:
+                _temporaries.discard(temporary)
+                if os.path.lexists(temporary):
+                    os.unlink(temporary)
 
 
 def standard_output_failed(error: OSError) -> str:

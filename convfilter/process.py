@@ -172,7 +172,11 @@ def guarded(job: Job, options: WriteOptions, step: Callable[[], Result]) -> Resu
 
 def failure(job: Job, options: WriteOptions, error: Exception) -> JobResult:
     """`job` failed with `error`: its message, or for anything but a ConvfilterError (a bug,
-    MemoryError) an internal error; with --debug that is raised, for its traceback."""
+    MemoryError) an internal error; with --debug that is raised, for its traceback. An output
+    that another process wrote meanwhile is a skip with --skip-existing (two runs resuming one
+    folder at once), as it would have been had it been there at the start."""
+    if isinstance(error, files.OutputExistsError) and options.skip_existing:
+        return JobResult(job, SKIPPED)
     if isinstance(error, ConvfilterError):
         return JobResult(job, FAILED, f"{job.label}: {error}")
     if options.debug:

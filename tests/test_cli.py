@@ -662,6 +662,17 @@ def shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=300)
 
 
+@pytest.mark.parametrize("name", ["x.jpg", "x.bmp", "x.tiff", "x.pgm"])
+def test_an_output_cut_short_by_the_file_size_limit_is_an_error_and_not_left(tmp_path, name):
+    """Pillow writes these formats straight to the file's descriptor and ignored the short write:
+    `wrote x.jpg`, exit 0, and a cut-off image under its final name (a full disk did the same)."""
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (100, 100), dtype=np.uint8)).save(tmp_path / "noise.png")
+    result = shell(f"ulimit -f 8; convfilter apply noise.png -k sharpen -o {name}", tmp_path)  # 8 KiB; the image is more
+    assert (result.returncode, result.stderr.decode()) == (
+        1, f"convfilter: error: 'noise.png': cannot write '{name}': File too large\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.png"]
+
+
 def test_closed_standard_streams_break_only_the_runs_that_need_them(tmp_path):
     """`<&-` and `>&-` gave an internal error (AttributeError on None) even with files in and out."""
     Image.open(CAMERA).crop((0, 0, 64, 48)).save(tmp_path / "a.png")

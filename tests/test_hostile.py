@@ -7,6 +7,7 @@ L = R * 299/1000 + G * 587/1000 + B * 114/1000) or scipy, with the tolerance sta
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -461,3 +462,52 @@ def test_a_result_over_max_pixels_is_refused_before_it_takes_the_memory(cli, tmp
     assert (f"convfilter: error: '{tmp_path / 'big.png'}': the filter would make it {size} pixels, more than "
             "--max-pixels 89478485\n") in result.stderr
     assert (listing(out) if out.exists() else []) == (["small.png"] if command[0] == "upsample" else [])
+
+
+def test_an_output_written_by_another_run_meanwhile_is_skipped_with_skip_existing(cli, camera_copy, monkeypatch):
+    """Two runs resuming one folder at once: the output appeared between the check at the start
+    and the final link, and the input failed as 'exists' (exit 1) despite --skip-existing."""
+    from convfilter import files
+
+    target = camera_copy.parent / "photo_blur.png"
+    make_temporary = files._temporary_beside
+
+    def other_run_first(path):
+        target.write_bytes(b"the other run's")
+        return make_temporary(path)
+
+    monkeypatch.setattr(files, "_temporary_beside", other_run_first)
+    result = cli("apply", camera_copy, "-k", "blur", "--skip-existing")
+    assert (result.exit_code, result.stderr) == (0, f"skipped {target} (exists)\n")
+    assert target.read_bytes() == b"the other run's"
+    assert listing(camera_copy.parent) == ["photo.png", "photo_blur.png"]
+    target.unlink()
+    result = cli("apply", camera_copy, "-k", "blur")  # without it, still an error
+    assert (result.exit_code, result.stderr) == (
+        1, f"convfilter: error: '{camera_copy}': output '{target}' exists (use --overwrite or --skip-existing)\n")
+
+
+def test_temporary_files_are_removed_at_an_exit_that_does_not_wait_for_the_writers(tmp_path, monkeypatch):
+    """A second Ctrl-C left the temporary files of the writes under way (`.a.png.x8f2.tmp`)."""
+    from convfilter import errors, files
+
+    monkeypatch.setattr(files, "_closing", False)
+    descriptor, temporary = files._temporary_beside(tmp_path / "a.png")
+    os.close(descriptor)
+    assert listing(tmp_path) == [Path(temporary).name]
+    files.remove_temporaries()
+    assert listing(tmp_path) == []
+    with pytest.raises(errors.OutputError, match="convfilter is stopping"):
+        files.atomic_write(tmp_path / "b.png", lambda stream: stream.write(b"x"))
+    assert listing(tmp_path) == []
+
+
+def test_an_output_name_of_255_bytes_is_written(cli, camera_copy, tmp_path):
+    """The temporary name adds 14 bytes to the output's: names of 242-255 bytes were 'File name too long'."""
+    name = "é" * 100 + "a" * 51 + ".png"  # 255 bytes in UTF-8
+    assert len(name.encode()) == 255
+    result = cli("apply", camera_copy, "-k", "blur", "-o", tmp_path / "out" / name)
+    assert result.exit_code == 0, result.stderr
+    assert cli("apply", camera_copy, "-k", "blur", "-o", tmp_path / "short.png").exit_code == 0
+    assert np.array_equal(gray(tmp_path / "out" / name), gray(tmp_path / "short.png"))
+    assert listing(tmp_path / "out") == [name]
