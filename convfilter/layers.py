@@ -83,9 +83,9 @@ class KernelConv2d(nn.Conv2d):
         return out.add_(self.bias[0] if x.is_floating_point() else int(self.bias[0]))
 
     def integer_dtype(self, max_value: float) -> torch.dtype | None:
-        """An integer type in which this layer gives exactly its float32 values on inputs of
-        0..max_value: integer weights and bias, shifted passes (`mac`), and every sum below 2**24
-        (where float32 is exact too); int16 where the sums fit in it. None otherwise. On the CPU
+        """An integer type in which this layer gives its exact values on inputs of 0..max_value:
+        integer weights and bias, shifted passes (`mac`), and every sum within int32 (the float32
+        values, where they are exact: below 2**24); int16 where the sums fit in it. None otherwise. On the CPU
         int16 moves half the bytes of float32 (3 MP sharpen, one thread: 2.2 against 4.3 ms)."""
         plan = self.plan("cpu")
         bias = float(self.bias.detach()[0]) if self.bias is not None else 0.0
@@ -100,11 +100,19 @@ class KernelConv2d(nn.Conv2d):
 
 
 def exact_integer_dtype(bound: float) -> torch.dtype | None:
-    """int16 or int32 for values and sums of magnitude below `bound`, where float32 is exact too
-    (below 2**24), so that integer arithmetic gives exactly the float32 layers' values; else None."""
+    """int16 or int32 for values and sums of magnitude below `bound`: the exact sums, which are the
+    float32 layers' values below 2**24; past it, where float32 rounds partial sums (to 8 near
+    10**8: a 16-bit image through integer weights in the hundreds was 3 levels off), better than
+    them. None past int32."""
     if bound < 2 ** 15:
         return torch.int16
-    return torch.int32 if bound < 2 ** 24 else None
+    return torch.int32 if bound < 2 ** 31 else None
+
+
+# The relative span below which `stretch` counts an image as constant, by the type it is computed
+# in: well above the rounding of each (float64 in the CLI's pipelines that stretch), well below any
+# span an image has (1e-9 of 65535 is 1/15,000 of a level).
+STRETCH_ROUNDING = {torch.float64: 1e-9, torch.float32: 1e-5}
 
 
 class ValueRange(nn.Module):
@@ -118,10 +126,13 @@ class ValueRange(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "stretch":
-            low = x.amin(dim=(1, 2, 3), keepdim=True)
-            span = x.amax(dim=(1, 2, 3), keepdim=True) - low
+            low, high = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+            span = high - low
             stretched = (x - low) * (self.max_value / span.clamp_min(1e-30))
-            x = torch.where(span > 0, stretched, x)  # a constant image stays as it is
+            # A constant image stays as it is; so does one whose span is only the rounding of
+            # the arithmetic that made it (a constant image through an FFT varies by 1e-12).
+            rounding = torch.maximum(high.abs(), low.abs()) * STRETCH_ROUNDING.get(x.dtype, 1e-5)
+            x = torch.where(span > rounding, stretched, x)
         if torch.is_inference_mode_enabled():
             top = self.max_value if x.is_floating_point() else int(self.max_value)  # integer passes
             return (x.abs_() if self.mode == "abs" else x).clamp_(0, top)
@@ -229,10 +240,16 @@ class Upsample2d(nn.ConvTranspose2d):
         self.requires_grad_(False)
         self.factor, self.mode = factor, mode
 
+    def _transposed(self, x: torch.Tensor) -> torch.Tensor:
+        """The transposed convolution, its weights in the input's type (float64 where it stretches)."""
+        weight = self.weight if x.dtype == self.weight.dtype else self.weight.to(x.dtype)
+        return F.conv_transpose2d(x, weight, None, self.stride, self.padding, self.output_padding, self.groups,
+                                  self.dilation)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "nearest":
-            return super().forward(x)
+            return self._transposed(x)
         height, width = x.shape[-2:]
-        full = super().forward(F.pad(x, (1, 1, 1, 1), mode="replicate"))
+        full = self._transposed(F.pad(x, (1, 1, 1, 1), mode="replicate"))
         start = self.factor + self.factor // 2  # one replicated pixel, then the kernel's own offset
         return full[..., start: start + height * self.factor, start: start + width * self.factor]

@@ -2,8 +2,9 @@
 (N, C, H, W) float tensors: C = 1 for grayscale, 3 for colour (each channel filtered alone).
 
 Every subcommand goes through `build` and `run`. Values are float32 in the image's units
-(0-255, or 0-65535 for 16-bit); each convolution is followed by its range mapping (CONTRACT §5),
-and only `run` rounds, at the very end. An alpha channel is carried past the filters: it only
+(0-255, or 0-65535 for 16-bit; float64 in a pipeline that stretches, see `working_dtype`); each
+convolution is followed by its range mapping (CONTRACT §5), and only `run` rounds, at the very
+end. An alpha channel is carried past the filters: it only
 follows the geometry (strides, pooling, upsampling).
 """
 
@@ -289,7 +290,9 @@ def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu"
         if pool is not None:
             with torch.inference_mode():
                 return _run_pool_banded(model, images, pool)
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
+    dtype = working_dtype(model)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float64 if dtype == torch.float64 else np.float32))
+    x = x.to(device)
     with torch.inference_mode():
         y = model(x).round_().clamp_(0.0, max_value)
     return y.cpu().numpy().astype(images.dtype)  # numpy's cast is ~3x torch's here
@@ -298,4 +301,12 @@ def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu"
 def run_tensor(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """`run` for (N, C, H, W) uint8 images already on the model's device (the batch path)."""
     with torch.inference_mode():
-        return model(images.float()).round_().clamp_(0.0, 255.0).to(torch.uint8)
+        return model(images.to(working_dtype(model))).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def working_dtype(model: nn.Module) -> torch.dtype:
+    """float32, or float64 for a model with a `stretch` range: stretching scales a result's span up
+    to the full range, and the float32 rounding of the steps before it with it (a constant image
+    came out as noise from 0 to 255; a 16-bit image with a span of 69 levels 6 levels off)."""
+    stretches = any(isinstance(layer, ValueRange) and layer.mode == "stretch" for layer in model.modules())
+    return torch.float64 if stretches else torch.float32

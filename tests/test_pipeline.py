@@ -7,6 +7,8 @@ convolutions, which round a float32 sum; exact for pooling, whose results are ex
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -190,6 +192,50 @@ def test_stretch_leaves_a_constant_image_and_values_never_wrap():
     assert apply(bright, ["identity"], scale=-1)[0, 0] == 0
 
 
+@pytest.mark.parametrize("value, dtype", [(100, np.uint8), (1000, np.uint16)])
+def test_stretch_leaves_a_constant_result_computed_inexactly_as_it_is(value, dtype):
+    """An 11x11 kernel that is not rank 1 goes to the FFT, whose float32 result on a constant
+    image varied by 1e-3 from pixel to pixel; stretch made that 0, 85, 170 and 255."""
+    weights = np.ones((11, 11))
+    weights[5, 5] = 2
+    spec = ";".join(",".join(str(int(v)) for v in row) for row in weights)
+    assert pipeline.build(conv_steps([spec]))[1].plan("cpu").method == "fft"
+    flat = np.full((7, 7), value, dtype)
+    assert np.array_equal(apply(flat, [spec], normalize=True, range="stretch"), flat)
+
+
+def test_stretch_of_a_symmetric_blur_of_alternating_rows_is_constant():
+    """A symmetric 62x1 kernel on rows alternating 0/255: its even and odd taps have the same sum,
+    so every output is the same (127.5000255, exactly); float32 rounding made them differ by
+    1e-5, and stretch brought the alternation back as 0/255."""
+    x = np.arange(62) - 30.5
+    taps = np.round(np.exp(-x * x / 162) / np.exp(-x * x / 162).sum(), 7)
+    assert np.isclose(taps[::2].sum(), taps[1::2].sum(), rtol=0, atol=1e-12)  # the symmetry the claim rests on
+    spec = ";".join(f"{t:.7f}" for t in taps)
+    rows = (np.arange(32) % 2 * 255).astype(np.uint8).reshape(32, 1)
+    assert np.array_equal(apply(rows, [spec], range="stretch"), np.full((32, 1), 128, np.uint8))
+
+
+def test_stretch_of_a_low_contrast_16_bit_image_is_within_a_level():
+    """A span of 69 levels near 32768, stretched about 950 times: float32 rounding of the blur
+    became 6 levels. Reference: scipy in float64, stretched; tolerance 1 level."""
+    image = (32768 + np.random.default_rng(0).integers(0, 101, (64, 64))).astype(np.uint16)
+    raw = ndi.correlate(image.astype(np.float64), np.full((3, 3), 1 / 9), mode="mirror")
+    expected = np.round((raw - raw.min()) * 65535 / (raw.max() - raw.min()))
+    assert max_diff(apply(image, ["blur"], range="stretch"), expected) <= 1
+
+
+def test_16_bit_image_with_integer_weights_in_the_hundreds_is_exact():
+    """Sums past 2**24 ran in float32, whose partial sums near 10**8 round to 8: 3 levels off.
+    Reference: scipy on int64 (exact)."""
+    weights = np.array([[88, -98, 197, -22, -9], [2, 33, 21, 4, 199], [123, 117, 80, 49, -64],
+                        [196, -14, -114, 138, -136], [143, 45, -154, -183, -22]])
+    image = np.random.default_rng(0).integers(0, 65536, (150, 200)).astype(np.uint16)
+    spec = ";".join(",".join(map(str, row)) for row in weights)
+    expected = np.clip(np.abs(ndi.correlate(image.astype(np.int64), weights, mode="mirror")), 0, 65535)
+    assert np.array_equal(apply(image, [spec], range="abs"), expected)
+
+
 def test_kernel_file_range_is_the_default(tmp_path, step_edge):
     path = tmp_path / "lap.toml"
     path.write_text('range = "abs"\nweights = [[0, 1, 0], [1, -4, 1], [0, 1, 0]]\n')
@@ -333,20 +379,34 @@ def test_banded_cpu_path_equals_the_whole_image_path(camera, monkeypatch, border
 @pytest.mark.parametrize(
     "spec, dtype_8, dtype_16",
     [("sharpen", torch.int16, torch.int32), ("1,2;3,-4", torch.int16, torch.int32),
-     ("300,0,0;0,0,0;0,0,-300", torch.int32, None), ("0.5,0.5", None, None), ("0,0;0,0", torch.int16, torch.int32)],
+     ("300,0,0;0,0,0;0,0,-300", torch.int32, torch.int32), ("0.5,0.5", None, None),
+     ("0,0;0,0", torch.int16, torch.int32)],
     ids=["sharpen", "2x2", "large-integers", "halves", "zeros"],
 )
 def test_integer_bands_give_exactly_the_float_values(camera, deep, value_range, bias, spec, dtype_8, dtype_16):
-    """Integer weights and bias with sums that fit: the banded path works in int16/int32 and must
-    give exactly what the float32 layers give on the whole image; otherwise it stays float32."""
+    """Integer weights and bias with sums that fit in int32: the banded path works in int16/int32
+    and must give exactly the exact sums, those of the layers in float64 on the whole image (the
+    float32 ones below 2**24; past it float32 rounds partial sums); otherwise it stays float32."""
     image = camera[:70, :90].astype(np.uint16) * 257 + 3 if deep else camera[:70, :90]
     model = pipeline.build(conv_steps([spec], bias=bias, range=value_range), 65535.0 if deep else 255.0)
     conv = pipeline._single_convolution(model)[0]
     expected_dtype = (dtype_16 if deep else dtype_8) if bias != 0.5 else None
     assert conv.integer_dtype(65535.0 if deep else 255.0) == expected_dtype
+    in_float64 = copy.deepcopy(model).double()
     with torch.inference_mode():
-        whole = model(torch.from_numpy(image.astype(np.float32))[None, None]).round_()[0, 0].numpy()
-    assert np.array_equal(pipeline.run(model, image[None, None])[0, 0], whole.astype(image.dtype))
+        exact = in_float64(torch.from_numpy(image.astype(np.float64))[None, None])
+    result = pipeline.run(model, image[None, None])[0, 0]
+    if expected_dtype is None:  # float32 bands: within the contract's level of the exact values
+        assert np.abs(result.astype(np.int64) - exact.round()[0, 0].numpy()).max() <= 1
+    else:
+        assert np.array_equal(result, exact.round()[0, 0].numpy().astype(image.dtype))
+
+
+def test_integer_sums_are_used_up_to_int32():
+    from convfilter.layers import exact_integer_dtype
+
+    assert [exact_integer_dtype(b) for b in (2 ** 15 - 1, 2 ** 15, 2 ** 31 - 1, 2 ** 31)] == [
+        torch.int16, torch.int32, torch.int32, None]
 
 
 @pytest.mark.parametrize("mode", ["avg", "max", "min"])
