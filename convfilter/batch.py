@@ -40,14 +40,37 @@ class Fetched:
 
     job: Job
     data: torch.Tensor  # uint8, 1-D
+    orientation: int = 1  # as Pillow reads it (EXIF, or XMP where EXIF has none), 1 to 8
 
 
-def _plain_jpeg(path: str, options: WriteOptions) -> bool:
-    """A JPEG that torchvision decodes exactly as the per-file path would (Pillow's luma, or RGB)."""
+def _plain_jpeg(path: str, options: WriteOptions) -> int | None:
+    """The orientation of a JPEG that torchvision decodes exactly as the per-file path would
+    (Pillow's luma, or RGB); None for any other file."""
     with Image.open(path) as image:
         width, height = image.size
         modes = ("RGB", "YCbCr") if options.color else ("L", "RGB", "YCbCr")  # --color keeps a grey JPEG 2-D
-        return image.format == "JPEG" and image.mode in modes and width * height <= options.max_pixels
+        if image.format != "JPEG" or image.mode not in modes or width * height > options.max_pixels:
+            return None
+        orientation = image.getexif().get(ORIENTATION, 1)
+        return orientation if orientation in _UPRIGHT else 1  # other values: none, as Pillow's exif_transpose
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+# Each EXIF orientation as operations on a (C, H, W) tensor: what Pillow's exif_transpose does
+# (2: mirror; 3: rotate 180; 4: flip; 5: transpose; 6: rotate 90 clockwise; 7: transverse;
+# 8: rotate 90 counterclockwise). Done here rather than by torchvision's apply_exif_orientation,
+# which its GPU decoder does not implement (nvjpeg's images came out sideways) and which reads no
+# XMP orientation.
+_UPRIGHT: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
+    1: lambda x: x,
+    2: lambda x: x.flip(-1),
+    3: lambda x: x.flip(-2, -1),
+    4: lambda x: x.flip(-2),
+    5: lambda x: x.transpose(-2, -1),
+    6: lambda x: torch.rot90(x, -1, (-2, -1)),
+    7: lambda x: x.transpose(-2, -1).flip(-2, -1),
+    8: lambda x: torch.rot90(x, 1, (-2, -1)),
+}
 
 
 def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:
@@ -56,30 +79,32 @@ def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:
     if checked is not None:
         return checked
     try:
-        if Path(job.source).is_file() and _plain_jpeg(job.source, options):  # a pipe is read once, by Pillow's path
+        orientation = _plain_jpeg(job.source, options) if Path(job.source).is_file() else None  # a pipe: Pillow's path
+        if orientation is not None:
             data = Path(job.source).read_bytes()
-            return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation)
     except Exception:  # not readable or not an image: Pillow's path says why, in its words
         pass
     return decode_job(job, options, stdin=None)
 
 
 def _decode(items: list[Fetched], options: WriteOptions, device: torch.device) -> list[torch.Tensor | Loaded | JobResult]:
-    """(C, H, W) uint8 tensors on the device, EXIF orientation applied; a file torchvision refuses
-    goes through Pillow instead."""
+    """(C, H, W) uint8 tensors on the device, turned upright by their orientation; a file
+    torchvision refuses goes through Pillow instead."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     mode = ImageReadMode.RGB if options.color else ImageReadMode.GRAY
     try:
-        return list(decode_jpeg([item.data for item in items], mode=mode, device=device, apply_exif_orientation=True))
+        decoded = list(decode_jpeg([item.data for item in items], mode=mode, device=device))
     except RuntimeError:
         decoded = []
         for item in items:
             try:
-                decoded.append(decode_jpeg(item.data, mode=mode, device=device, apply_exif_orientation=True))
+                decoded.append(decode_jpeg(item.data, mode=mode, device=device))
             except RuntimeError:
                 decoded.append(decode_job(item.job, options, None))  # its target was checked in fetch
-        return decoded
+    return [_UPRIGHT[item.orientation](image) if isinstance(image, torch.Tensor) else image
+            for item, image in zip(items, decoded)]
 
 
 def _groups(images: list[tuple[Job, torch.Tensor]]) -> list[list[tuple[Job, torch.Tensor]]]:

@@ -27,6 +27,29 @@ from convfilter.modes import DEFAULT_PNG_COMPRESSION, DEFAULT_QUALITY
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 Image.MAX_IMAGE_PIXELS = None
 
+
+def _silence_libtiff() -> None:
+    """libtiff prints its own lines on a damaged TIFF ("LZWDecode: Corrupted LZW table",
+    "TIFFFetchNormalTag: ...") straight to standard error, before convfilter's one error line for
+    that file. Pillow sets no handler of its own; without one, libtiff prints nothing and still
+    fails (Pillow's "decoder error"). Its functions are found through Pillow's module, which
+    links libtiff; a Pillow without it is left as it is."""
+    import ctypes
+
+    from PIL import _imaging
+
+    try:
+        library = ctypes.CDLL(_imaging.__file__)
+        for name in ("TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+            function = getattr(library, name)
+            function.restype, function.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+            function(None)
+    except (AttributeError, OSError):
+        pass
+
+
+_silence_libtiff()
+
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # formats that keep a 16-bit result; others get 8 bits
 STDIO = "-"
@@ -101,6 +124,8 @@ def read_image(
         raise InputError("not an image (Pillow cannot identify its format)") from None
     except MemoryError:
         raise InputError("not enough memory to decode it") from None
+    except NotImplementedError as error:  # a variant of its format Pillow does not read (or a damaged header)
+        raise InputError(f"unsupported or corrupt image: {error}") from None
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
             struct.error, zlib.error) as error:  # what Pillow's decoders raise on damaged data
         raise InputError(f"truncated or corrupt image: {error}") from None
@@ -178,8 +203,8 @@ def _colour_array(image: Image.Image) -> np.ndarray:
     images (16-bit, 32-bit, float) by the grayscale rules."""
     if image.mode in (*SIXTEEN_BIT_MODES, "I", "F", "1"):
         return _gray_array(image)  # a 16-bit image's transparent colour is dropped: Pillow has no 16-bit grey + alpha
-    if image.mode == "L" and has_alpha(image):  # a transparent colour becomes alpha, as a palette's does
-        target = "LA"
+    if image.mode in ("L", "RGB") and has_alpha(image):  # a transparent colour becomes alpha, as a palette's does
+        target = image.mode + "A"
     else:
         target = COLOUR_MODES.get(image.mode) or ("RGBA" if has_alpha(image) else "RGB")
     if image.mode != target:

@@ -12,12 +12,13 @@ import struct
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 from PIL import Image
 
-from conftest import ASTRONAUT, CAMERA, gray
+from conftest import ASTRONAUT, CAMERA, gray, run_process
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -107,6 +108,20 @@ def test_with_color_a_grey_image_keeps_its_transparent_colour_as_alpha(cli, tmp_
     out = run_identity(cli, tmp_path / "in.png", tmp_path / "out.png", "--color")
     assert out.mode == "LA"
     assert np.array_equal(np.asarray(out), np.dstack([grey, np.where(grey == clear, 0, 255).astype(np.uint8)]))
+
+
+def test_with_color_an_rgb_image_keeps_its_transparent_colour_as_alpha(cli, tmp_path):
+    """It was dropped (the pixel came out opaque), though --background took it as transparent;
+    Pillow's convert("RGBA") and OpenCV's IMREAD_UNCHANGED give alpha 0 there."""
+    rgb = np.random.default_rng(7).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    clear = tuple(int(v) for v in rgb[0, 0])
+    Image.fromarray(rgb).save(tmp_path / "in.png", transparency=clear)
+    out = run_identity(cli, tmp_path / "in.png", tmp_path / "out.png", "--color")
+    assert out.mode == "RGBA"
+    alpha = np.where((rgb == clear).all(axis=2), 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(out), np.dstack([rgb, alpha]))
+    reference = cv2.imread(str(tmp_path / "in.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(alpha, reference[..., 3])
 
 
 def test_with_color_a_grey_image_on_a_grey_background_stays_grey(cli, tmp_path):
@@ -511,3 +526,28 @@ def test_an_output_name_of_255_bytes_is_written(cli, camera_copy, tmp_path):
     assert cli("apply", camera_copy, "-k", "blur", "-o", tmp_path / "short.png").exit_code == 0
     assert np.array_equal(gray(tmp_path / "out" / name), gray(tmp_path / "short.png"))
     assert listing(tmp_path / "out") == [name]
+
+
+def test_an_image_variant_pillow_does_not_implement_is_a_per_file_error(cli, tmp_path):
+    """A DDS with unknown pixel format flags: NotImplementedError was an internal error."""
+    data = io.BytesIO()
+    Image.new("RGBA", (8, 8), "red").save(data, format="DDS")
+    damaged = bytearray(data.getvalue())
+    damaged[80:84] = (0x2000).to_bytes(4, "little")  # the pixel format's flags
+    (tmp_path / "flags.dds").write_bytes(bytes(damaged))
+    result = cli("apply", tmp_path / "flags.dds", "-k", "sharpen", "-o", tmp_path / "out.png")
+    assert (result.exit_code, result.stderr) == (1, f"convfilter: error: '{tmp_path / 'flags.dds'}': unsupported or "
+                                                    "corrupt image: Unknown pixel format flags 8192\n")
+    assert listing(tmp_path) == ["flags.dds"]
+
+
+def test_a_damaged_tiff_is_one_error_line_without_libtiff_s_own(tmp_path):
+    """libtiff printed 'tempfile.tif: Using code not yet in table.' (and the like) on standard
+    error itself, before the error line. A real process: those lines bypass Python's streams."""
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    data = bytearray((tmp_path / "lzw.tif").read_bytes())
+    data[8:40] = b"\xff" * 32
+    (tmp_path / "bad.tif").write_bytes(bytes(data))
+    result = run_process("apply", "bad.tif", "-k", "sharpen", "-o", "out.png", cwd=tmp_path)
+    assert (result.returncode, result.stderr.decode()) == (
+        1, "convfilter: error: 'bad.tif': truncated or corrupt image: decoder error -2\n")
