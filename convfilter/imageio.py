@@ -51,7 +51,7 @@ def _silence_libtiff() -> None:
 _silence_libtiff()
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # formats that keep a 16-bit result; others get 8 bits
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF", "PPM")  # formats that keep a 16-bit result (PGM: maxval 65535); others get 8 bits
 STDIO = "-"
 
 

@@ -173,6 +173,16 @@ def test_sixteen_bit_png_stays_sixteen_bit_through_the_cli(cli, tmp_path):
     assert blurred.mode.startswith("I;16")
 
 
+def test_sixteen_bit_pgm_stays_sixteen_bit(cli, tmp_path):
+    """A 16-bit PGM (maxval 65535) was written back with maxval 255. Reference: OpenCV's reading."""
+    values = (np.arange(30 * 40).reshape(30, 40) * 53 % 65536).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.pgm"), values)
+    result = cli("apply", tmp_path / "deep.pgm", "-k", "identity")
+    assert result.exit_code == 0, result.stderr
+    written = cv2.imread(str(tmp_path / "deep_identity.pgm"), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and np.array_equal(written, values)
+
+
 def test_thirty_two_bit_integers_are_clamped_to_sixteen_bits(cli, tmp_path):
     Image.fromarray(np.array([[-5, 0, 7], [1000, 65535, 70000]], np.int32)).save(tmp_path / "i.tif")
     assert Image.open(tmp_path / "i.tif").mode == "I"
