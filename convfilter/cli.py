@@ -333,7 +333,8 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
             print(json.dumps({"dry_run": True, "files": plan}, indent=2))
             return
         for job in jobs:
-            print(f"{job.source} -> {job.target if job.target is not None else '(shown only)'}")
+            print(f"{outputs.shown(job.source)} -> "
+                  f"{outputs.shown(job.target) if job.target is not None else '(shown only)'}")
         return
 
     workers = run.jobs or process.available_cores()

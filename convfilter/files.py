@@ -27,7 +27,7 @@ class OutputExistsError(OutputError):
 
 def exists_error(target, hint: str = EXISTS_HINT) -> OutputExistsError:
     """The one message for an output that is already there."""
-    return OutputExistsError(f"output '{target}' exists ({hint})")
+    return OutputExistsError(f"output {str(target)!r} exists ({hint})")
 
 
 # The temporary files being written, so that an exit that does not wait for the writers (a
@@ -57,7 +57,7 @@ def _temporary_beside(target: Path) -> tuple[int, str]:
     name = os.fsencode(target.name)[:NAME_MAX - _TEMPORARY_EXTRA]
     with _temporaries_lock:
         if _closing:
-            raise OutputError(f"cannot write '{target}': convfilter is stopping")
+            raise OutputError(f"cannot write {str(target)!r}: convfilter is stopping")
         fd, temporary = tempfile.mkstemp(dir=os.fsencode(target.parent), prefix=b"." + name + b".", suffix=b".tmp")
         temporary = os.fsdecode(temporary)
         _temporaries.add(temporary)
@@ -92,9 +92,9 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: boo
                     raise exists_error(target, exists_hint) from None
                 os.replace(temporary, target)
     except FileExistsError:  # the directory to create is a file
-        raise OutputError(f"cannot write '{target}': '{target.parent}' is not a directory") from None
+        raise OutputError(f"cannot write {str(target)!r}: {str(target.parent)!r} is not a directory") from None
     except OSError as error:
-        raise OutputError(f"cannot write '{target}': {error.strerror or error}") from None
+        raise OutputError(f"cannot write {str(target)!r}: {error.strerror or error}") from None
     finally:
         if temporary is not None:
             with _temporaries_lock:

@@ -106,6 +106,10 @@ def read_image(
                 )
             if image.format == "JPEG" and image.mode in ("RGB", "YCbCr") and not color:
                 image.draft("L", image.size)  # decode the luma channel only
+            if image.mode == "RGB" and _read_from_16_bits(image):
+                # Pillow keeps the high bytes of the pixels but the transparent colour's full 16
+                # bits: compared, they would make the wrong pixels transparent. Dropped instead.
+                image.info.pop("transparency", None)
             # the whole file in one read and one call of the decoder (Pillow's default is 64 KB
             # blocks): each block takes the GIL back, which costs up to 5 ms while torch imports
             image.decodermaxblock = max(image.decodermaxblock, size)
@@ -129,6 +133,11 @@ def read_image(
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
             struct.error, zlib.error) as error:  # what Pillow's decoders raise on damaged data
         raise InputError(f"truncated or corrupt image: {error}") from None
+
+
+def _read_from_16_bits(image: Image.Image) -> bool:
+    """Whether Pillow reads this (unloaded) image's pixels from 16-bit values (a 16-bit colour PNG)."""
+    return any(str(tile.args).endswith(";16B") for tile in getattr(image, "tile", None) or ())
 
 
 def read_stream(stream: BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
@@ -406,7 +415,7 @@ def write_image(
     try:
         atomic_write(target, lambda stream: encode(array, fmt, stream, encoding), overwrite)
     except (ValueError, KeyError) as error:  # Pillow cannot encode this image in this format
-        raise OutputError(f"cannot write '{target}' as {fmt}: {error}") from None
+        raise OutputError(f"cannot write {str(target)!r} as {fmt}: {error}") from None
 
 
 def write_picture(picture: Image.Image, target: Path, overwrite: bool = False) -> None:

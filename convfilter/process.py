@@ -111,18 +111,18 @@ def run_job(job: Job, filter_fn: FilterFn, options: WriteOptions, stdin: BinaryI
 
 def check_target(job: Job, options: WriteOptions) -> JobResult | None:
     """Before reading: the result of a job that must not go on (its output is its input, or
-    exists), or None."""
+    exists, or its --compare picture exists), or None."""
     def check() -> JobResult | None:
         target = job.target
         if target not in (None, imageio.STDIO):
             if job.source != imageio.STDIO and same_file(job.source, target):
-                raise OutputError(f"output '{target}' is the input itself; convfilter never overwrites an input")
+                raise OutputError(f"output {target!r} is the input itself; convfilter never overwrites an input")
             if os.path.lexists(target) and not options.overwrite:
                 if options.skip_existing:
                     return JobResult(job, SKIPPED)
                 raise files.exists_error(target)
         if options.compare is not None and os.path.lexists(options.compare[0]) and not options.overwrite:
-            raise OutputError(f"--compare '{options.compare[0]}' exists (use --overwrite)")  # before the filter
+            raise OutputError(f"--compare {str(options.compare[0])!r} exists (use --overwrite)")  # before the filter
         return None
 
     return guarded(job, options, check)

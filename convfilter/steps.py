@@ -82,7 +82,7 @@ KINDS = ("kernel", "pool", "upsample")
 # is room for sums over the whole image (an FFT's, over up to 3e10 pixels), so that no value
 # becomes infinite or NaN on the way.
 OUTPUT_REACH = 1e28
-OP_NAME_MAX = 100  # characters of the <op> in output names before repeats are counted instead
+OP_NAME_MAX = 100  # bytes of the <op> in output names before repeats are counted instead
 # Each repeat is a layer of the model, and an upsampled image has factor**2 times the pixels: a
 # billion repeats or a factor of 20,000 would take all of the memory instead of failing clearly.
 MAX_REPEAT = 1000
@@ -230,22 +230,26 @@ def pool_step(*, size: int | None = None, stride: int | None = None, mode: str, 
 def op_name(steps: list[Step]) -> str:
     """The `<op>` of default output names: step names joined by '+' (kernel names, `pool<K>`, ...);
     a kernel repeated N times is named N times, as when it is given N times. Past OP_NAME_MAX
-    characters, a run of one name is written once with its count (`blurx60`); if that is still
-    too long, the names that fit are followed by the count of those left (`a+b+c+21more`): file
-    names end at 255 bytes."""
+    bytes (UTF-8), a run of one name is written once with its count (`blurx60`); if that is
+    still too long, the names that fit are followed by the count of those left (`a+b+c+21more`):
+    file names end at 255 bytes. A single name is kept whole, however long."""
     names = [step.name for step in steps for _ in range(getattr(step, "repeat", 1))]
     joined = "+".join(names)
-    if len(joined) <= OP_NAME_MAX:
+    if _bytes(joined) <= OP_NAME_MAX:
         return joined
     runs = [name if count == 1 else f"{name}x{count}" for name, count in
             ((name, len(list(run))) for name, run in itertools.groupby(names))]
     joined = "+".join(runs)
-    if len(joined) <= OP_NAME_MAX:
+    if _bytes(joined) <= OP_NAME_MAX or len(runs) == 1:
         return joined
     kept = 1
-    while len("+".join(runs[:kept + 1])) + len(f"+{len(runs)}more") <= OP_NAME_MAX:
+    while kept + 1 < len(runs) and _bytes("+".join(runs[:kept + 1])) + len(f"+{len(runs)}more") <= OP_NAME_MAX:
         kept += 1
     return "+".join(runs[:kept]) + f"+{len(runs) - kept}more"
+
+
+def _bytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
 
 
 def _after(step: Step, height: int, width: int) -> tuple[int, int]:

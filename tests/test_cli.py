@@ -119,6 +119,11 @@ def test_a_written_name_with_a_newline_is_quoted_on_its_line(cli, camera_copy):
     result = cli("apply", odd, "-k", "sharpen")
     written = str(odd.parent / "a\nb_sharpen.png")
     assert (result.exit_code, result.stderr) == (0, f"wrote {written!r}\n")
+    again = cli("apply", odd, "-k", "sharpen")  # the error line quotes the output too: one line
+    assert (again.exit_code, again.stderr) == (
+        1, f"convfilter: error: {str(odd)!r}: output {written!r} exists (use --overwrite or --skip-existing)\n")
+    plan = cli("apply", odd, "-k", "sharpen", "--dry-run")
+    assert plan.stdout.decode() == f"{str(odd)!r} -> {written!r}\n"
 
 
 def test_output_directory_takes_the_input_name(cli, camera_copy, tmp_path):

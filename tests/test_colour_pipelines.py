@@ -223,6 +223,23 @@ def test_stochastic_pooling_is_reproducible_with_a_seed(cli, camera_copy, tmp_pa
     assert np.all((blocks == a[..., None]).any(axis=-1))  # every output is one of its window's values
 
 
+def test_a_seed_picks_the_same_pixels_when_a_later_step_stretches(cli, camera_copy, tmp_path):
+    """A pipeline with a stretch step runs in float64, and the draws were made in that type: 676
+    of 1024 picks changed. Here the stretch maps the pooled image's 0..255 to itself."""
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8)
+    noise[:2, :2], noise[:2, 2:4] = 0, 255  # windows that can only give 0 and 255
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    for name, value_range in (("a", "clip"), ("b", "stretch")):
+        (tmp_path / f"{name}.toml").write_text(f'[[step]]\npool = "stochastic"\nsize = 2\nseed = 1\n\n'
+                                               f'[[step]]\nkernel = "identity"\nrange = "{value_range}"\n')
+        assert cli("run", tmp_path / f"{name}.toml", tmp_path / "noise.png", "-o", tmp_path / f"{name}.png").exit_code == 0
+    pooled = cli("pool", tmp_path / "noise.png", "--mode", "stochastic", "--seed", "1", "-o", tmp_path / "p.png")
+    assert pooled.exit_code == 0
+    a, b, p = (gray(tmp_path / f"{n}.png") for n in "abp")
+    assert a.min() == 0 and a.max() == 255  # so that the stretch changes nothing
+    assert np.array_equal(a, p) and np.array_equal(b, p)
+
+
 def test_seed_is_only_for_stochastic(cli, camera_copy):
     result = cli("pool", camera_copy, "--seed", "1")
     assert (result.exit_code, result.stderr) == (2, "convfilter: error: --seed is for stochastic pooling only\n")

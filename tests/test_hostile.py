@@ -124,6 +124,25 @@ def test_with_color_an_rgb_image_keeps_its_transparent_colour_as_alpha(cli, tmp_
     assert np.array_equal(alpha, reference[..., 3])
 
 
+def test_a_16_bit_rgb_png_s_transparent_colour_is_dropped(cli, tmp_path):
+    """Pillow reads the pixels' high bytes but keeps the transparent colour's 16 bits: the pixel
+    (0x12, 0x34, 0x56), which is the transparent one, came out opaque and the pixel (0x1200,
+    0x3400, 0x5600), opaque, transparent; --background replaced the wrong one too."""
+    pixels = np.array([[[0x12, 0x34, 0x56], [0x1200, 0x3400, 0x5600]]], dtype=">u2")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "in.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 16, 2, 0, 0, 0))
+        + chunk(b"tRNS", struct.pack(">HHH", 0x12, 0x34, 0x56))
+        + chunk(b"IDAT", zlib.compress(b"\0" + pixels[0].tobytes())) + chunk(b"IEND", b""))
+    high_bytes = (pixels >> 8).astype(np.uint8)  # as the README says Pillow reads 16-bit colour
+    for options in (["--color"], ["--color", "--background", "red"]):
+        out = run_identity(cli, tmp_path / "in.png", tmp_path / "out.png", "--overwrite", *options)
+        assert out.mode == "RGB" and np.array_equal(np.asarray(out), high_bytes), options
+
+
 def test_with_color_a_grey_image_on_a_grey_background_stays_grey(cli, tmp_path):
     """Composited on white, grey + alpha is grey: out = g * a + 255 * (1 - a), within 1 level
     (Pillow's integer rounding). On red it is colour."""

@@ -306,3 +306,21 @@ def test_every_spelling_of_a_descriptor_name_goes_to_standard_output(tmp_path, m
     monkeypatch.chdir(tmp_path)
     os.symlink("/dev/stdin", tmp_path / "link")
     assert plan([Source(name)], None, "blur")[0].target == "-"
+
+
+def test_long_operation_names_fit_a_file_name_and_count_only_what_is_left_out():
+    """A single kernel name over 100 characters came out as 'kkk...+0more'; the limit counted
+    characters, so nine CJK names of 10 characters made a name past 255 bytes."""
+    from types import SimpleNamespace
+
+    from convfilter.steps import op_name
+
+    def steps(*names):
+        return [SimpleNamespace(name=name, repeat=1) for name in names]
+
+    assert op_name(steps("k" * 120)) == "k" * 120
+    assert op_name(steps("核" * 10, "核" * 10)) == "核" * 10 + "+" + "核" * 10  # 61 bytes
+    assert op_name(steps(*["核" * 10] * 9)) == "核" * 10 + "x9"  # 278 bytes in full
+    assert op_name(steps("a" * 60, "b" * 60)) == "a" * 60 + "+1more"
+    many = op_name(steps(*[f"核{i}" for i in range(40)]))
+    assert many == "+".join(f"核{i}" for i in range(17)) + "+23more" and len(many.encode()) == 98  # 核17 would pass 100
