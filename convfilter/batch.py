@@ -31,7 +31,7 @@ from convfilter.process import (
 )
 
 DEFAULT_BATCH = 64  # images a batch on a GPU
-BATCH_PIXELS = 256 << 20  # at most this many pixels a batch (a float32 copy: 1 GiB)
+BATCH_PIXELS = 256 << 20  # at most this many pixels a batch (a float32 copy: 1 GiB; float64: 2)
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,24 @@ class Fetched:
     job: Job
     data: torch.Tensor  # uint8, 1-D
     orientation: int = 1  # as Pillow reads it (EXIF, or XMP where EXIF has none), 1 to 8
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+# Each EXIF orientation as operations on a (C, H, W) tensor: what Pillow's exif_transpose does
+# (2: mirror; 3: rotate 180; 4: flip; 5: transpose; 6: rotate 90 clockwise; 7: transverse;
+# 8: rotate 90 counterclockwise). Done here rather than by torchvision's apply_exif_orientation,
+# which its GPU decoder ignores (torchvision 0.29's decode_jpeg passes it to the CPU decoder only,
+# so nvjpeg's images would stay sideways) and which reads no XMP orientation.
+_UPRIGHT: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
+    1: lambda x: x,
+    2: lambda x: x.flip(-1),
+    3: lambda x: x.flip(-2, -1),
+    4: lambda x: x.flip(-2),
+    5: lambda x: x.transpose(-2, -1),
+    6: lambda x: torch.rot90(x, -1, (-2, -1)),
+    7: lambda x: x.transpose(-2, -1).flip(-2, -1),
+    8: lambda x: torch.rot90(x, 1, (-2, -1)),
+}
 
 
 def _plain_jpeg(path: str, options: WriteOptions) -> int | None:
@@ -53,24 +71,6 @@ def _plain_jpeg(path: str, options: WriteOptions) -> int | None:
             return None
         orientation = image.getexif().get(ORIENTATION, 1)
         return orientation if orientation in _UPRIGHT else 1  # other values: none, as Pillow's exif_transpose
-
-
-ORIENTATION = 0x0112  # the EXIF tag
-# Each EXIF orientation as operations on a (C, H, W) tensor: what Pillow's exif_transpose does
-# (2: mirror; 3: rotate 180; 4: flip; 5: transpose; 6: rotate 90 clockwise; 7: transverse;
-# 8: rotate 90 counterclockwise). Done here rather than by torchvision's apply_exif_orientation,
-# which its GPU decoder does not implement (nvjpeg's images came out sideways) and which reads no
-# XMP orientation.
-_UPRIGHT: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
-    1: lambda x: x,
-    2: lambda x: x.flip(-1),
-    3: lambda x: x.flip(-2, -1),
-    4: lambda x: x.flip(-2),
-    5: lambda x: x.transpose(-2, -1),
-    6: lambda x: torch.rot90(x, -1, (-2, -1)),
-    7: lambda x: x.transpose(-2, -1).flip(-2, -1),
-    8: lambda x: torch.rot90(x, 1, (-2, -1)),
-}
 
 
 def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:

@@ -23,7 +23,7 @@ import typer
 from convfilter import __version__, kernels
 from convfilter.errors import ConvfilterError, UsageError, internal_error
 from convfilter.modes import (
-    DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY, DEVICES, MAX_JOBS,
+    DEFAULT_BORDER, DEFAULT_PNG_COMPRESSION, DEFAULT_POOL_MODE, DEFAULT_QUALITY, DEVICES, MAX_COLUMNS, MAX_JOBS,
 )
 from convfilter.steps import Step
 
@@ -628,6 +628,8 @@ def learn(
 
     if STDIO in (before, after):
         raise UsageError("learn reads BEFORE and AFTER from files; '-' (standard input) is not taken")
+    if "" in (before, after):
+        raise UsageError(f"{'BEFORE' if before == '' else 'AFTER'} is empty; give an image file")
     check_choice("border", border, BORDERS)
     check_choice("device", device, DEVICES)
     check_seed("--seed", seed)
@@ -752,9 +754,6 @@ def _print_matrix(title: Optional[str], rows) -> None:
     Console().print(table)
 
 
-MAX_COLUMNS = 64  # tiles a row of the contact sheet
-
-
 @kernels_app.command("preview")
 @reports_errors
 def kernels_preview(
@@ -785,6 +784,8 @@ def kernels_preview(
         raise UsageError(f"--size must be 16 to 2048 pixels, got {size}")
     if image == imageio.STDIO:
         raise UsageError("kernels preview reads the photo from a file; '-' (standard input) is not taken")
+    if image == "":
+        raise UsageError("IMAGE is empty; give a photo file, or leave it out for the sample photo")
     source = image or str(resources.files("convfilter") / "data" / "camera.png")
     check_single_output("-o", output, [source])
 

@@ -92,7 +92,13 @@ class KernelConv2d(nn.Conv2d):
         weights = [weight for *_, weight in plan.taps]
         if plan.method != "mac" or not all(float(v).is_integer() for v in [*weights, bias]):
             return None
-        return exact_integer_dtype(max(1.0, sum(abs(v) for v in weights)) * max_value + abs(bias))  # inputs too
+        return exact_integer_dtype(self.largest_sum(max_value))
+
+    def largest_sum(self, max_value: float) -> float:
+        """A bound on every partial sum (and input) on inputs of 0..max_value."""
+        weights = self.weight.detach()[0, 0].double().abs().sum().item()
+        bias = abs(float(self.bias.detach()[0])) if self.bias is not None else 0.0
+        return max(1.0, weights) * max_value + bias
 
     def _has_bias(self) -> bool:
         """Whether the bias is non-zero (a pass over the image saved when it is zero)."""

@@ -18,6 +18,7 @@ DEFAULT_PNG_COMPRESSION = 1
 # -j: worker threads. torch's own threads never exceed the cores (process.torch_threads); this
 # bounds the workers, each a Python thread (libgomp failed to start threads near 20,000).
 MAX_JOBS = 1024
+MAX_COLUMNS = 64  # kernels preview: tiles a row of the contact sheet
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:

@@ -255,14 +255,17 @@ def _single_pool(model: nn.Sequential, height: int, width: int) -> nn.Module | N
 
 def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) -> np.ndarray:
     """One pooling layer on the CPU, band by band, on the integers themselves: max and min on the
-    image's values, avg as an integer sum (int16 or int32, exact) then one float32 division and
-    rounding: exactly the values of the float32 layer, without a float copy of the image."""
+    image's values, avg as an integer sum (int16 or int32, exact) then one division (float32, or
+    float64 for sums past 2**24) and rounding: exactly the values of the float32 layer where its
+    sums are exact, the exact averages past them, without a float copy of the image."""
     source = _checked_source(model, images)
     size, stride, mode = pool.kernel_size, pool.stride, _POOL_MODES[type(pool)]
     height, width = images.shape[-2:]
     rows, cols = pooling.output_size(height, size, stride), pooling.output_size(width, size, stride)
     result = np.empty((*images.shape[:2], rows, cols), images.dtype)
-    dtype = exact_integer_dtype(size * size * float(np.iinfo(images.dtype).max)) or torch.float32
+    bound = size * size * float(np.iinfo(images.dtype).max)
+    dtype = exact_integer_dtype(bound) or torch.float32
+    divided = torch.float64 if bound >= 2 ** 24 else torch.float32  # a sum float32 holds exactly, or not
     row_bytes = 4 * width * images.shape[0] * images.shape[1] * stride  # one output row's input, at 4 bytes a pixel
     band = max(1, BAND_BYTES["mac"] // row_bytes)
     for top in range(0, rows, band):
@@ -271,7 +274,7 @@ def _run_pool_banded(model: nn.Sequential, images: np.ndarray, pool: nn.Module) 
         if x.dtype != torch.uint8:  # torch has no maximum for uint16 on the CPU, nor adds it to int32
             x = x.to(torch.int32)
         if mode == "avg":
-            x = pooling.whole_windows(x, size, stride, "sum", dtype).float().div_(size * size).round_()
+            x = pooling.whole_windows(x, size, stride, "sum", dtype).to(divided).div_(size * size).round_()
         else:
             x = pooling.whole_windows(x, size, stride, mode)
         result[..., top:bottom, :] = x.numpy()
@@ -290,7 +293,7 @@ def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu"
         if pool is not None:
             with torch.inference_mode():
                 return _run_pool_banded(model, images, pool)
-    dtype = working_dtype(model)
+    dtype = working_dtype(model, max_value)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float64 if dtype == torch.float64 else np.float32))
     x = x.to(device)
     with torch.inference_mode():
@@ -301,12 +304,20 @@ def run(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu"
 def run_tensor(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """`run` for (N, C, H, W) uint8 images already on the model's device (the batch path)."""
     with torch.inference_mode():
-        return model(images.to(working_dtype(model))).round_().clamp_(0.0, 255.0).to(torch.uint8)
+        return model(images.to(working_dtype(model, 255.0))).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
-def working_dtype(model: nn.Module) -> torch.dtype:
-    """float32, or float64 for a model with a `stretch` range: stretching scales a result's span up
-    to the full range, and the float32 rounding of the steps before it with it (a constant image
-    came out as noise from 0 to 255; a 16-bit image with a span of 69 levels 6 levels off)."""
-    stretches = any(isinstance(layer, ValueRange) and layer.mode == "stretch" for layer in model.modules())
-    return torch.float64 if stretches else torch.float32
+def working_dtype(model: nn.Module, max_value: float) -> torch.dtype:
+    """float32, or float64 for a model
+    - with a `stretch` range: stretching scales a result's span up to the full range, and the
+      float32 rounding of the steps before it with it (a constant image came out as noise from 0
+      to 255; a 16-bit image with a span of 69 levels 6 levels off);
+    - with a convolution whose sums can pass 2**24 on values up to `max_value`, where float32
+      rounds them (16-bit images through integer weights in the hundreds: 3 levels off). A single
+      such convolution on the CPU runs on exact integers instead (`_run_banded`)."""
+    for layer in model.modules():
+        if isinstance(layer, ValueRange) and layer.mode == "stretch":
+            return torch.float64
+        if isinstance(layer, KernelConv2d) and layer.largest_sum(max_value) >= 2 ** 24:
+            return torch.float64
+    return torch.float32

@@ -56,15 +56,30 @@ def _step_lines(text: str) -> list[int]:
     return [text.count("\n", 0, start) + 1 for start in starts]
 
 
+def _is_image(path: str) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+
+
 def load(path: str) -> Pipeline:
     """Read and check a pipeline file; every error names the file, and the step and its line."""
     origin = f"pipeline file {path!r}"
+    if not path:  # an unset variable ("$PIPELINE"): it would name the current folder
+        raise UsageError("the pipeline file is an empty name ''; give a .toml file")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # a leading BOM (Windows Notepad) is not TOML
     except FileNotFoundError:
         raise UsageError(f"{origin} not found") from None
-    except UnicodeDecodeError:  # an image given where the pipeline goes (run photo.jpg edges.toml)
-        raise UsageError(f"{origin}: not a text file; give the pipeline file first, then the images") from None
+    except UnicodeDecodeError as error:
+        if _is_image(path):  # given where the pipeline goes (run photo.jpg edges.toml)
+            raise UsageError(f"{origin} is an image; give the pipeline file first, then the images") from None
+        raise UsageError(f"{origin}: not UTF-8 text: byte 0x{error.object[error.start]:02x} at position "
+                         f"{error.start}") from None
     except OSError as error:
         raise UsageError(f"{origin}: cannot read it: {error.strerror or error}") from None
     try:

@@ -43,7 +43,7 @@ def cli(monkeypatch, tmp_path):
 
 def run_process(*args: str, input: bytes | None = None, cwd: Path | None = None, env: dict | None = None):
     """Run `python -m convfilter ARGS` as a real process, as a shell script would."""
-    environment = {**os.environ, **(env or {})}
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # this tree's code, whatever is installed
     return subprocess.run(
         [sys.executable, "-m", "convfilter", *map(str, args)],
         input=input, capture_output=True, cwd=cwd, env=environment, timeout=300,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CAMERA, SAMPLES, gray, run_process
+from conftest import CAMERA, ROOT, SAMPLES, gray, run_process
 from convfilter import kernels
 from test_pipeline import max_diff, opencv_filter
 
@@ -648,6 +648,11 @@ def test_sizes_that_would_take_all_memory_are_usage_errors(cli, camera_copy, arg
     (["export", "{pipeline}", "-o", ""], "-o takes a file name, got ''"),
     (["kernels", "preview", "{photo}", "-o", ""], "-o takes a file name, got ''"),
     (["learn", "{photo}", "{photo}", "-o", ""], "-o takes a file name, got ''"),
+    (["kernels", "preview", "", "-o", "s.png"], "IMAGE is empty; give a photo file, or leave it out for the sample photo"),
+    (["learn", "", "{photo}"], "BEFORE is empty; give an image file"),
+    (["learn", "{photo}", ""], "AFTER is empty; give an image file"),
+    (["run", "", "{photo}"], "the pipeline file is an empty name ''; give a .toml file"),
+    (["export", "", "-o", "e.pt2"], "the pipeline file is an empty name ''; give a .toml file"),
 ])
 def test_empty_values_are_usage_errors(cli, camera_copy, monkeypatch, arguments, message):
     """An unset variable in a script ("$f", -o "$OUT", --shard "$SHARD") crashed the planning, wrote
@@ -664,7 +669,7 @@ def shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`command` in bash in tmp_path, with `convfilter` standing for this Python's module."""
     convfilter = f"{shlex.quote(sys.executable)} -m convfilter"
     return subprocess.run(["bash", "-c", command.replace("convfilter", convfilter)], cwd=tmp_path,
-                          capture_output=True, timeout=300)
+                          capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 @pytest.mark.parametrize("name", ["x.jpg", "x.bmp", "x.tiff", "x.pgm"])

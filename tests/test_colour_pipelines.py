@@ -327,8 +327,13 @@ def test_an_image_given_as_the_pipeline_file_says_so(cli, camera_copy, tmp_path)
     recipe.write_text('[[step]]\nkernel = "blur"\n')
     result = cli("run", ASTRONAUT, recipe, "-o", tmp_path / "out.png")
     assert (result.exit_code, result.stderr) == (
-        2, f"convfilter: error: pipeline file '{ASTRONAUT}': not a text file; give the pipeline file first, "
+        2, f"convfilter: error: pipeline file '{ASTRONAUT}' is an image; give the pipeline file first, "
            "then the images\n")
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'description = "d\xe9tail"\n[[step]]\nkernel = "blur"\n')
+    result = cli("run", latin1, ASTRONAUT, "-o", tmp_path / "out.png")
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: pipeline file '{latin1}': not UTF-8 text: byte 0xe9 at position 16\n")
 
 
 def test_a_step_header_inside_a_multi_line_string_does_not_shift_the_lines(cli, camera_copy, tmp_path):

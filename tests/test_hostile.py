@@ -580,3 +580,15 @@ def test_a_damaged_tiff_is_one_error_line_without_libtiff_s_own(tmp_path):
     result = run_process("apply", "bad.tif", "-k", "sharpen", "-o", "out.png", cwd=tmp_path)
     assert (result.returncode, result.stderr.decode()) == (
         1, "convfilter: error: 'bad.tif': truncated or corrupt image: decoder error -2\n")
+
+
+def test_the_exit_removes_the_temporaries_of_writers_it_does_not_wait_for(monkeypatch):
+    """The wiring of the test above: cli._exit (the end of every run, a second Ctrl-C included)
+    calls remove_temporaries before exiting."""
+    from convfilter import cli, files
+
+    removed = []
+    monkeypatch.setattr(files, "remove_temporaries", lambda: removed.append(True))
+    with pytest.raises(SystemExit):
+        cli._exit("stop")  # not an int: sys.exit, not os._exit
+    assert removed == [True]

@@ -2,7 +2,8 @@
 
 References: OpenCV `filter2D` (and `copyMakeBorder` for the wrap border, which `filter2D`
 refuses), scipy.ndimage.correlate, and numpy block reductions. Tolerance: 1 level (atol=1) for
-convolutions, which round a float32 sum; exact for pooling, whose results are exact in float32.
+convolutions, which round a float32 sum; exact for pooling (integer window sums; the division in
+float64 where they pass 2**24).
 """
 
 from __future__ import annotations
@@ -225,15 +226,16 @@ def test_stretch_of_a_low_contrast_16_bit_image_is_within_a_level():
     assert max_diff(apply(image, ["blur"], range="stretch"), expected) <= 1
 
 
-def test_16_bit_image_with_integer_weights_in_the_hundreds_is_exact():
+@pytest.mark.parametrize("then", [[], ["identity"]], ids=["one-step", "two-steps"])
+def test_16_bit_image_with_integer_weights_in_the_hundreds_is_exact(then):
     """Sums past 2**24 ran in float32, whose partial sums near 10**8 round to 8: 3 levels off.
-    Reference: scipy on int64 (exact)."""
+    One step runs on int32 sums, several in float64. Reference: scipy on int64 (exact)."""
     weights = np.array([[88, -98, 197, -22, -9], [2, 33, 21, 4, 199], [123, 117, 80, 49, -64],
                         [196, -14, -114, 138, -136], [143, 45, -154, -183, -22]])
     image = np.random.default_rng(0).integers(0, 65536, (150, 200)).astype(np.uint16)
     spec = ";".join(",".join(map(str, row)) for row in weights)
     expected = np.clip(np.abs(ndi.correlate(image.astype(np.int64), weights, mode="mirror")), 0, 65535)
-    assert np.array_equal(apply(image, [spec], range="abs"), expected)
+    assert np.array_equal(apply(image, [spec, *then], range="abs"), expected)
 
 
 def test_kernel_file_range_is_the_default(tmp_path, step_edge):
@@ -518,3 +520,15 @@ def test_an_image_the_steps_would_make_too_large_is_refused_before_running():
     with pytest.raises(InputError) as raised:
         pipeline.Filter(steps, "cpu", max_pixels=959)(image)
     assert str(raised.value) == "the filter would make it 40x24, 960 pixels, more than --max-pixels 959"
+
+
+@pytest.mark.parametrize("size", [17, 64])
+def test_average_pooling_of_16_bit_images_is_exact_past_float32_sums(size):
+    """Window sums past 2**24 (16-bit, 17x17 and up) were divided in float32: on this image 5
+    (17x17) and 1 (64x64) pixels off by 1. Reference: numpy block sums on int64, divided and
+    rounded (half to even, as torch)."""
+    image = np.random.default_rng(4).integers(0, 65536, (1000, 1000)).astype(np.uint16)
+    result = pipeline.Filter([pool_step(size=size, mode="avg")], "cpu")(image)
+    side = 1000 // size
+    sums = image[:side * size, :side * size].astype(np.int64).reshape(side, size, side, size).sum(axis=(1, 3))
+    assert np.array_equal(result, np.round(sums / (size * size)).astype(np.uint16))
