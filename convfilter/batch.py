@@ -25,13 +25,13 @@ from PIL import Image
 
 from convfilter import files, imageio
 from convfilter.outputs import Job
-from convfilter.pipeline import Filter, run_tensor
+from convfilter.pipeline import Filter, run_tensor, working_dtype
 from convfilter.process import (
     FAILED, WRITTEN, JobResult, Loaded, Summary, WriteOptions, check_target, decode_job, failure, guarded,
 )
 
 DEFAULT_BATCH = 64  # images a batch on a GPU
-BATCH_PIXELS = 256 << 20  # at most this many pixels a batch (a float32 copy: 1 GiB; float64: 2)
+BATCH_BYTES = 1 << 30  # at most this much for one copy of a group in the pipeline's type (float32 or float64)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,10 @@ def fetch(job: Job, options: WriteOptions) -> Fetched | Loaded | JobResult:
         orientation = _plain_jpeg(job.source, options) if Path(job.source).is_file() else None  # a pipe: Pillow's path
         if orientation is not None:
             data = Path(job.source).read_bytes()
-            return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation)
+            # whole (ending in the end-of-image marker): torchvision's nvjpeg path has no check for a
+            # file cut short, as its CPU decoder has; anything else is Pillow's to decode or refuse
+            if data.rstrip(b"\0")[-2:] == b"\xff\xd9":
+                return Fetched(job, torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation)
     except Exception:  # not readable or not an image: Pillow's path says why, in its words
         pass
     return decode_job(job, options, stdin=None)
@@ -94,27 +97,35 @@ def _decode(items: list[Fetched], options: WriteOptions, device: torch.device) -
     from torchvision.io import ImageReadMode, decode_jpeg
 
     mode = ImageReadMode.RGB if options.color else ImageReadMode.GRAY
+    # Colour is decoded on the CPU: nvjpeg (as torchvision sets it up) upsamples the chroma by
+    # repeating it, where libjpeg, as Pillow and OpenCV use it, interpolates; grey takes the luma
+    # alone, the same from both.
+    on = torch.device("cpu") if options.color else device
+    if on.type == "cuda":  # nvjpeg may write into memory still used by work queued before it
+        torch.cuda.current_stream(on).synchronize()
     try:
-        decoded = list(decode_jpeg([item.data for item in items], mode=mode, device=device))
+        decoded = list(decode_jpeg([item.data for item in items], mode=mode, device=on))
     except RuntimeError:
         decoded = []
         for item in items:
             try:
-                decoded.append(decode_jpeg(item.data, mode=mode, device=device))
+                decoded.append(decode_jpeg(item.data, mode=mode, device=on))
             except RuntimeError:
                 decoded.append(decode_job(item.job, options, None))  # its target was checked in fetch
-    return [_UPRIGHT[item.orientation](image) if isinstance(image, torch.Tensor) else image
+    return [_UPRIGHT[item.orientation](image.to(device)) if isinstance(image, torch.Tensor) else image
             for item, image in zip(items, decoded)]
 
 
-def _groups(images: list[tuple[Job, torch.Tensor]]) -> list[list[tuple[Job, torch.Tensor]]]:
-    """Same-shape images together, each group at most BATCH_PIXELS."""
+def _groups(images: list[tuple[Job, torch.Tensor]], item_bytes: int = 4) -> list[list[tuple[Job, torch.Tensor]]]:
+    """Same-shape images together, each group's values (C x H x W each) at most BATCH_BYTES in
+    the pipeline's type (`item_bytes` a value). Every channel counts: colour groups of 3000x4000
+    photos were sized as grey ones, 3 GiB a copy instead of 1."""
     by_shape: dict[tuple, list] = {}
     for job, image in images:
         by_shape.setdefault(tuple(image.shape), []).append((job, image))
     groups = []
     for shape, members in by_shape.items():
-        size = max(1, BATCH_PIXELS // (shape[1] * shape[2]))
+        size = max(1, BATCH_BYTES // (item_bytes * shape[0] * shape[1] * shape[2]))
         groups.extend(members[i:i + size] for i in range(0, len(members), size))
     return groups
 
@@ -163,7 +174,9 @@ class BatchRunner:
                 self.record(item)
             elif isinstance(item, Loaded):
                 self._filter_one(item)
-        for group in _groups(tensors):
+        channels = tensors[0][1].shape[0] if tensors else 1
+        item_bytes = working_dtype(self.pipeline.model(255.0, channels), 255.0).itemsize
+        for group in _groups(tensors, item_bytes):
             self._filter_group(group)
 
     def _filter_one(self, loaded: Loaded) -> None:
@@ -187,10 +200,14 @@ class BatchRunner:
             from torchvision.io import encode_jpeg
 
             # On the device: nvjpeg on a GPU (which encodes 3 channels only), libjpeg on the CPU.
-            encoded = encode_jpeg(list(result), quality=self.options.encoding.quality)
-            for (job, _), data in zip(group, encoded):
-                self._submit(job, _write_bytes, data.cpu().numpy().tobytes(), job.target, self.options.overwrite)
-            return
+            try:
+                encoded = encode_jpeg(list(result), quality=self.options.encoding.quality)
+            except RuntimeError:  # nvjpeg refused ("image encoding failed"): Pillow encodes them instead
+                encoded = None
+            if encoded is not None:
+                for (job, _), data in zip(group, encoded):
+                    self._submit(job, _write_bytes, data.cpu().numpy().tobytes(), job.target, self.options.overwrite)
+                return
         planes = result.cpu().numpy()
         for (job, _), image in zip(group, planes):
             self._write(job, image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))

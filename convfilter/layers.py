@@ -210,10 +210,11 @@ class StochasticPool2d(nn.Module):
         total = cumulative[:, -1:, :]
         generator = None
         if self.seed is not None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        # float32 draws whatever the type of x (float64 in a pipeline that stretches): the same
-        # seed picks the same pixels in any pipeline
-        draw = torch.rand(total.shape, generator=generator, device=x.device).to(x.dtype) * total
+            generator = torch.Generator().manual_seed(self.seed)
+        # Drawn on the CPU in float32, whatever the device and the type of x (float64 in a
+        # pipeline that stretches): a seed picks the same pixels everywhere (a CUDA generator
+        # draws another sequence from the same seed)
+        draw = torch.rand(total.shape, generator=generator).to(x.device, x.dtype) * total
         index = (cumulative <= draw).sum(dim=1, keepdim=True).clamp_(max=size * size - 1)
         picked = windows.gather(1, index)
         picked = torch.where(total > 0, picked, torch.zeros_like(picked))

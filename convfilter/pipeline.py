@@ -312,12 +312,17 @@ def working_dtype(model: nn.Module, max_value: float) -> torch.dtype:
     - with a `stretch` range: stretching scales a result's span up to the full range, and the
       float32 rounding of the steps before it with it (a constant image came out as noise from 0
       to 255; a 16-bit image with a span of 69 levels 6 levels off);
-    - with a convolution whose sums can pass 2**24 on values up to `max_value`, where float32
-      rounds them (16-bit images through integer weights in the hundreds: 3 levels off). A single
-      such convolution on the CPU runs on exact integers instead (`_run_banded`)."""
+    - with a convolution or an average pooling whose sums can pass 2**24 on values up to
+      `max_value`, where float32 rounds them (16-bit images through integer weights in the
+      hundreds: 3 levels off), or an adaptive average pooling, whose windows grow with the image.
+      A single such convolution or pooling on the CPU runs on exact integers instead."""
     for layer in model.modules():
         if isinstance(layer, ValueRange) and layer.mode == "stretch":
             return torch.float64
         if isinstance(layer, KernelConv2d) and layer.largest_sum(max_value) >= 2 ** 24:
+            return torch.float64
+        if isinstance(layer, nn.AvgPool2d) and layer.kernel_size ** 2 * max_value >= 2 ** 24:
+            return torch.float64
+        if isinstance(layer, nn.AdaptiveAvgPool2d):  # its windows grow with the image (a constant 40001 gave 39957)
             return torch.float64
     return torch.float32

@@ -98,7 +98,7 @@ def test_pooling_in_batches_equals_the_block_mean(cli, folder, tmp_path):
 
 
 def test_stacks_are_split_to_the_pixel_budget(cli, folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(batch, "BATCH_PIXELS", 2 * 300 * 200)  # two wide images a stack
+    monkeypatch.setattr(batch, "BATCH_BYTES", 4 * 2 * 300 * 200)  # two wide grey images a stack, in float32
     stacks = []
     real = batch.run_tensor
     monkeypatch.setattr(batch, "run_tensor", lambda model, x: stacks.append(x.shape[0]) or real(model, x))
@@ -226,3 +226,52 @@ def test_every_orientation_is_applied_as_pillow_does_in_batches(cli, tmp_path, c
         assert (path.stem, np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png")).shape) == (
             path.stem, expected.shape)
         assert max_diff(np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png")), expected) <= 1, path.stem
+
+
+def test_a_group_counts_every_channel_and_the_pipeline_s_type():
+    """Colour groups were sized as grey ones: 22 images of 3000x4000 in one group, 3 GiB a copy
+    in float32 (6 GiB in float64) where the budget is 1 GiB."""
+    import torch
+
+    assert batch.BATCH_BYTES == 1 << 30
+    for channels, item_bytes, per_group in ((1, 4, 22), (3, 4, 7), (3, 8, 3)):  # 1 GiB // (bytes x C x 12 MP)
+        images = [(None, torch.empty(channels, 3000, 4000, dtype=torch.uint8)) for _ in range(64)]
+        sizes = [len(group) for group in batch._groups(images, item_bytes)]
+        assert sum(sizes) == 64 and max(sizes) == per_group, (channels, item_bytes)
+
+
+def test_a_colour_group_nvjpeg_cannot_encode_is_encoded_by_pillow(cli, folder, tmp_path, monkeypatch):
+    """An encode error ("image encoding failed") was an internal error that ended the run with
+    no output at all. Now those images are written by Pillow, as on the per-file path."""
+    import torchvision.io
+
+    def refuse(*arguments, **options):
+        raise RuntimeError("image encoding failed: 8")
+
+    monkeypatch.setattr(torchvision.io, "encode_jpeg", refuse)
+    names = [folder / f"wide{i}.jpg" for i in range(3)]
+    per_file = cli("apply", *names, "--color", "-k", "sharpen", "-o", tmp_path / "one/", "--device", "cpu")
+    batched = cli("apply", *names, "--color", "-k", "sharpen", "-o", tmp_path / "batch/", "--device", "cpu",
+                  "--batch", "4")
+    assert (per_file.exit_code, batched.exit_code) == (0, 0), batched.stderr
+    for path in names:
+        assert (tmp_path / "batch" / path.name).read_bytes() == (tmp_path / "one" / path.name).read_bytes()
+
+
+def test_a_jpeg_without_its_end_marker_goes_to_pillow(tmp_path):
+    """torchvision's GPU decoder has no check for a file cut short (its CPU decoder has): only
+    whole JPEGs, ending in FF D9, are decoded in batches; others fail or pass as on the per-file path."""
+    from convfilter import imageio
+    from convfilter.outputs import Job
+    from convfilter.process import WriteOptions
+
+    options = WriteOptions(encoding=imageio.Encoding())
+    Image.open(ASTRONAUT).save(tmp_path / "whole.jpg", quality=90)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    (tmp_path / "padded.jpg").write_bytes(data + b"\0\0")
+    (tmp_path / "cut.jpg").write_bytes(data[:-2])
+    fetched = {name: batch.fetch(Job(str(tmp_path / f"{name}.jpg"), str(tmp_path / f"{name}_out.jpg"), "JPEG"), options)
+               for name in ("whole", "padded", "cut")}
+    assert [type(fetched[name]).__name__ for name in ("whole", "padded", "cut")] == ["Fetched", "Fetched", "JobResult"]
+    assert "truncated" in fetched["cut"].error  # Pillow's verdict, as on the per-file path

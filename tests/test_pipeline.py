@@ -532,3 +532,12 @@ def test_average_pooling_of_16_bit_images_is_exact_past_float32_sums(size):
     side = 1000 // size
     sums = image[:side * size, :side * size].astype(np.int64).reshape(side, size, side, size).sum(axis=(1, 3))
     assert np.array_equal(result, np.round(sums / (size * size)).astype(np.uint16))
+
+
+@pytest.mark.parametrize("value, dtype, to", [(40001, np.uint16, "8x6"), (201, np.uint8, "4x4")])
+def test_adaptive_average_pooling_of_a_constant_image_is_exact(value, dtype, to):
+    """nn.AdaptiveAvgPool2d sums its windows in float32: a constant 16-bit 40001 pooled from
+    4000x3000 to 8x6 gave 39957, an 8-bit 201 from 6000x4000 to 4x4 gave 203."""
+    shape = (3000, 4000) if dtype == np.uint16 else (4000, 6000)
+    result = pipeline.Filter([pool_step(to=to, mode="avg")], "cpu")(np.full(shape, value, dtype))
+    assert np.array_equal(result, np.full(result.shape, value, dtype))
