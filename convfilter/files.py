@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import sys
 import tempfile
@@ -64,21 +65,41 @@ def _temporary_beside(target: Path) -> tuple[int, str]:
     return fd, temporary
 
 
+def _in_memory(write: Callable[[BinaryIO], None]) -> bytes | memoryview | mmap.mmap:
+    """What `write(stream)` writes, whole. Pillow writes some formats (JPEG, TIFF, BMP, PPM) to a
+    stream's descriptor in one call of its C encoder, and does not notice a short write. So the
+    stream is an anonymous file in memory (memfd) where the system has them: the fast path, which
+    a disk can never cut short; only a file size limit can, and then the one byte written after
+    it fails too (EFBIG). A BytesIO elsewhere: Pillow then encodes in chunks through Python, a
+    tenth slower over a folder of photos with two workers (200 photos: 2.97-3.21 s against
+    2.75-2.85 s through a descriptor, 4 interleaved rounds). Costs one copy of the output in
+    memory while it is written."""
+    if not hasattr(os, "memfd_create"):
+        buffer = io.BytesIO()
+        write(buffer)
+        return buffer.getbuffer()
+    with os.fdopen(os.memfd_create("convfilter-output", os.MFD_CLOEXEC), "w+b") as memory:
+        write(memory)
+        size = memory.seek(0, os.SEEK_END)
+        memory.write(b"\0")  # where a size limit cut the encoder short, this raises
+        memory.flush()
+        return mmap.mmap(memory.fileno(), size, access=mmap.ACCESS_READ) if size else b""  # its pages, no copy
+
+
 def atomic_write(target: Path, write: Callable[[BinaryIO], None], overwrite: bool = False,
                  exists_hint: str = EXISTS_HINT) -> None:
     """Create `target` (and its directory) with what `write(stream)` writes. OSError from the
     file system becomes OutputError; other errors from `write` pass through, nothing left.
-    `write` writes into memory first: Pillow writes some formats (JPEG, TIFF, BMP, PPM) straight
-    to a file's descriptor and does not notice a short write (a full disk, `ulimit -f`), which
-    left a cut-off image under its final name; Python's own write raises instead."""
+    `write` writes into memory first (`_in_memory`); Python's own write then puts it on disk, and
+    raises on a short write (a full disk, `ulimit -f`), where Pillow's did not: it left a cut-off
+    image under its final name."""
     temporary = None
     try:
-        encoded = io.BytesIO()
-        write(encoded)  # Pillow's encoder errors are OSError too: "cannot write" this target
+        encoded = _in_memory(write)  # Pillow's encoder errors are OSError too: "cannot write" this target
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = _temporary_beside(target)
         with os.fdopen(fd, "wb") as stream:
-            stream.write(encoded.getbuffer())
+            stream.write(encoded)
         os.chmod(temporary, 0o666 & ~_UMASK)
         if overwrite:
             os.replace(temporary, target)
