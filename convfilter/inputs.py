@@ -101,7 +101,9 @@ def _split_glob(pattern: str, folders: bool = False) -> tuple[str, tuple[str, ..
     while fixed < len(parts) - 1 and not _GLOB_CHARS & set(parts[fixed]):
         fixed += 1
     rest = parts[fixed:] + (("*",) if parts[-1] == "**" and not folders else ())
-    if {".", ".."} & set(rest):  # no folder entry is named so: the walk could never match them
+    written = pattern.split(os.sep)  # as written: Path drops a '.' inside ('d/*/./s.png')
+    wild = next((i for i, part in enumerate(written) if _GLOB_CHARS & set(part)), len(written))
+    if {".", ".."} & set(written[wild + 1:]):  # no folder entry is named so: the walk could never match them
         raise UsageError(f"glob {pattern!r}: '.' and '..' only before its first wildcard; let the shell expand it")
     return (str(Path(*parts[:fixed])) if fixed else "."), rest
 
