@@ -8,6 +8,7 @@ a directory that mirrors the tree below each directory argument. Without -o: bes
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import stat
@@ -123,13 +124,20 @@ def _target(source: Source, output: str | None, op: str, suffix: str | None, sho
 
 
 def _check_targets(jobs: list[Job]) -> None:
-    """No two inputs write one output; no output is an input (convfilter never overwrites inputs)."""
+    """No two inputs write one output; no output is an input (convfilter never overwrites inputs).
+    Paths are compared with their folders resolved: through a folder linked back into the tree
+    (d/sub/loop -> d) one file has two names, and its two outputs one."""
+    folders = functools.lru_cache(maxsize=None)(os.path.realpath)
+
+    def where(path: str) -> str:
+        return os.path.join(folders(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+
     by_target: dict[str, list[str]] = defaultdict(list)
-    inputs = {os.path.abspath(job.source): job.source for job in jobs if job.source != STDIO}
+    inputs = {where(job.source): job.source for job in jobs if job.source != STDIO}
     for job in jobs:
         if job.target in (None, STDIO):
             continue
-        key = os.path.abspath(job.target)
+        key = where(job.target)
         if key in inputs:
             raise UsageError(
                 f"output {job.target!r} is the input {inputs[key]!r}; convfilter never overwrites an input"

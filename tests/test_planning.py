@@ -324,3 +324,15 @@ def test_long_operation_names_fit_a_file_name_and_count_only_what_is_left_out():
     assert op_name(steps("a" * 60, "b" * 60)) == "a" * 60 + "+1more"
     many = op_name(steps(*[f"核{i}" for i in range(40)]))
     assert many == "+".join(f"核{i}" for i in range(17)) + "+23more" and len(many.encode()) == 98  # 核17 would pass 100
+
+
+def test_one_file_through_a_folder_linked_back_is_a_clash_of_outputs(tmp_path, monkeypatch):
+    """d/x.png and d/sub/loop/x.png (loop -> ..) are one file with two names; their outputs beside
+    them are one file too: the plan passed, and the second write failed as 'exists'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "x.png").write_bytes(b"")
+    os.symlink("..", tmp_path / "d" / "sub" / "loop")
+    with pytest.raises(UsageError, match=r"^several inputs would write the same output: d/x_blur.png <- 'd/x.png', "
+                                         r"'d/sub/loop/x.png'$"):
+        plan([Source("d/x.png"), Source("d/sub/loop/x.png")], None, "blur")
