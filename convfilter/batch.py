@@ -202,9 +202,9 @@ class BatchRunner:
             # On the device: nvjpeg on a GPU (which encodes 3 channels only), libjpeg on the CPU.
             try:
                 encoded = encode_jpeg(list(result), quality=self.options.encoding.quality)
-            except RuntimeError:  # nvjpeg refused ("image encoding failed"): Pillow encodes them instead
-                encoded = None
-            if encoded is not None:
+            except RuntimeError:  # nvjpeg refused ("image encoding failed"): Pillow encodes them below
+                pass
+            else:
                 for (job, _), data in zip(group, encoded):
                     self._submit(job, _write_bytes, data.cpu().numpy().tobytes(), job.target, self.options.overwrite)
                 return

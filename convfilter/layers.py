@@ -85,8 +85,9 @@ class KernelConv2d(nn.Conv2d):
     def integer_dtype(self, max_value: float) -> torch.dtype | None:
         """An integer type in which this layer gives its exact values on inputs of 0..max_value:
         integer weights and bias, shifted passes (`mac`), and every sum within int32 (the float32
-        values, where they are exact: below 2**24); int16 where the sums fit in it. None otherwise. On the CPU
-        int16 moves half the bytes of float32 (3 MP sharpen, one thread: 2.2 against 4.3 ms)."""
+        values, where they are exact: below 2**24); int16 where the sums fit in it. None
+        otherwise. On the CPU int16 moves half the bytes of float32 (3 MP sharpen, one thread:
+        2.2 against 4.3 ms)."""
         plan = self.plan("cpu")
         bias = float(self.bias.detach()[0]) if self.bias is not None else 0.0
         weights = [weight for *_, weight in plan.taps]

@@ -4,8 +4,8 @@
 Every subcommand goes through `build` and `run`. Values are float32 in the image's units
 (0-255, or 0-65535 for 16-bit; float64 in a pipeline that stretches, see `working_dtype`); each
 convolution is followed by its range mapping (CONTRACT §5), and only `run` rounds, at the very
-end. An alpha channel is carried past the filters: it only
-follows the geometry (strides, pooling, upsampling).
+end. An alpha channel is carried past the filters: it only follows the geometry (strides,
+pooling, upsampling).
 """
 
 from __future__ import annotations

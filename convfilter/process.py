@@ -82,9 +82,9 @@ def torch_threads(jobs: int | None, workers: int) -> int | None:
     """torch's threads in each of `workers` threads that filter: `-j N` keeps the process to N
     cores (at most the cores it may run on), the default to the cores it may run on. None
     (torch's own default, every core) for one worker without -j on an unrestricted machine.
-    Two processes of `-j 1` with two torch
-    threads each (GNU parallel, 2 cores) took 5.5-22 s over 200 photos instead of 2.9-3.1 s:
-    OpenMP threads spin while they wait, and here they waited for each other's cores."""
+    Two processes of `-j 1` with two torch threads each (GNU parallel, 2 cores) took 5.5-22 s
+    over 200 photos instead of 2.9-3.1 s: OpenMP threads spin while they wait, and here they
+    waited for each other's cores."""
     cores = available_cores()
     if jobs is None and workers <= 1 and cores == os.cpu_count():
         return None
