@@ -383,13 +383,19 @@ def _run(steps: list[Step], run: RunOptions, op: Optional[str] = None, color: bo
         document = {
             "written": summary.written, "skipped": summary.skipped, "failed": summary.failed,
             "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
-            "files": [result.as_dict() for result in reporter.results],
+            "files": [result.as_dict() for result in _in_plan_order(reporter.results, jobs)],
         }
         print(json.dumps(document, indent=2))
     if summary.interrupted:
         raise KeyboardInterrupt
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _in_plan_order(results: list, jobs: list) -> list:
+    """Results (which come in the order files finish) in the order of the plan."""
+    order = {id(job): i for i, job in enumerate(jobs)}
+    return sorted(results, key=lambda result: order.get(id(result.job), len(jobs)))
 
 
 def _check_stdout_is_no_input(jobs: list) -> None:

@@ -169,6 +169,8 @@ def _glob_sources(paths: Iterable[str], base: str) -> list[Source]:
 
 def _expand_one(argument: str, recursive: bool, literal: bool) -> tuple[list[Source], bool]:
     """One argument -> its sources, and whether it was a directory or glob (a batch input)."""
+    if literal and argument == STDIO:  # a file named '-' in a list, not standard input
+        argument = os.path.join(os.curdir, argument)
     if os.path.isdir(argument):
         return walk(argument, recursive), True
     if not literal and _GLOB_CHARS & set(argument) and not os.path.lexists(argument):

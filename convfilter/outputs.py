@@ -240,8 +240,12 @@ def _without_earlier_outputs(jobs: list[Job], sources: list[Source], output: str
 
 
 def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
-    """The index-th of `count` deterministic slices (every count-th job), 1-based."""
-    return jobs[index - 1 :: count]
+    """The index-th of `count` deterministic slices, 1-based: every count-th job of the plan
+    sorted by input path, so that tasks given the same inputs in another order (arguments,
+    `--from` lists) still split them alike. Kept in plan order."""
+    ranked = sorted(range(len(jobs)), key=lambda i: jobs[i].source)
+    chosen = set(ranked[index - 1 :: count])
+    return [job for i, job in enumerate(jobs) if i in chosen]
 
 
 def check_single_output(option: str, output: str, inputs: list[str], planned: list[str] = ()) -> None:

@@ -199,6 +199,17 @@ def test_shards_cover_every_job_exactly_once(count):
     assert shard(jobs, 1, count) == shard(list(jobs), 1, count)  # deterministic
 
 
+def test_shards_do_not_depend_on_the_order_the_inputs_were_given_in():
+    """Two tasks given the same files in another order (arguments, --from lists) took the slices
+    of their own orders: one file twice, another never. The slices are of the sorted plan."""
+    names = [f"{i:02}.png" for i in range(20)]
+    shuffled = names[7:] + names[:7][::-1]
+    forward, backward = (plan([Source(n) for n in order], "out", "blur", batch=True) for order in (names, shuffled))
+    for k in (1, 2, 3):
+        assert {job.source for job in shard(forward, k, 3)} == {job.source for job in shard(backward, k, 3)}
+    assert [job.source for job in shard(backward, 1, 3)] == [n for n in shuffled if int(n[:2]) % 3 == 0]  # plan order
+
+
 def test_a_pipe_named_as_a_file_goes_to_standard_output_like_standard_input(tmp_path):
     """<(...) without -o: there is no folder beside /dev/fd/N to write into."""
     read_end, write_end = os.pipe()
