@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
+from typing import Iterator
 
 import torch
+from torch import nn
 
-from convfilter.errors import UsageError
+from convfilter.errors import InputError, UsageError
 from convfilter.files import atomic_write, exists_error
-from convfilter.pipeline import build
+from convfilter.pipeline import build, working_dtype
 from convfilter.steps import PoolStep, Step
 
 
@@ -25,8 +29,68 @@ def export_program(steps: list[Step], channels: int, output: str, overwrite: boo
     if target.exists() and not overwrite:  # before the export's seconds of work
         raise exists_error(target, "use --overwrite")
     model = build(steps, 255.0, channels)
-    example = torch.rand(2, channels, 96, 128) * 255
+    if working_dtype(model, 255.0) == torch.float64:
+        model = InFloat64(model.to(torch.float64))
+    example = _example(model, channels, origin)
     dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_torch(), _sizes_of_one_allowed():
         program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,))
     atomic_write(target, lambda stream: torch.export.save(program, stream), overwrite, exists_hint="use --overwrite")
+
+
+class InFloat64(nn.Module):
+    """A pipeline that `run` computes in float64 (a stretch step, sums past 2**24: see
+    `pipeline.working_dtype`), computing in float64 too, on float32 in and out: in float32 a
+    pipeline that stretched a nearly flat image came out 3 levels off `run`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.to(torch.float64)).to(images.dtype)
+
+
+def _example(model: nn.Module, channels: int, origin: str) -> torch.Tensor:
+    """An input to record the program with: 96x128, or the first of its doublings that every
+    layer accepts (a 50x50 pooling needs more), up to 6144x8192. Only the sizes matter: the
+    program takes any size the layers accept."""
+    height, width = 96, 128
+    while True:
+        example = torch.rand(2, channels, height, width) * 255
+        try:
+            with torch.no_grad():
+                model(example[:1])
+            return example
+        except InputError as error:  # the layers' own size check
+            if width >= 8192:
+                raise UsageError(f"{origin}: cannot be exported: even a {width}x{height} image is too small ({error})")
+            height, width = height * 2, width * 2
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """torch.export's own log lines (warnings with tracebacks from its shape solver, about 200
+    lines for a strided convolution followed by a ceil-mode pooling) are not the user's business:
+    only errors, which convfilter reports itself."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _sizes_of_one_allowed() -> contextlib.AbstractContextManager:
+    """torch.export assumes that no size is 1 (a pooling's output 1 pixel wide, which `run`
+    gives): the program refused such inputs ("Guard failed: input.size()[3] // 4 != 1").
+    `backed_size_oblivious` (an option of torch's shape tracing, private) drops that
+    assumption; where this torch has no such option, the program keeps it."""
+    try:
+        from torch.fx.experimental import _config
+    except ImportError:
+        return contextlib.nullcontext()
+    if not hasattr(_config, "backed_size_oblivious"):
+        return contextlib.nullcontext()
+    return _config.patch(backed_size_oblivious=True)

@@ -14,7 +14,7 @@ import pytest
 import scipy.ndimage as ndi
 from PIL import Image
 
-from conftest import ASTRONAUT, ROOT, gray
+from conftest import ASTRONAUT, ROOT, gray, run_process
 from convfilter import kernels, pipeline
 from convfilter.steps import from_table, pool_step
 
@@ -150,6 +150,34 @@ Image.fromarray(out).save({str(tmp_path / 'exported.png')!r})
     assert done.returncode == 0, done.stderr.decode()
     exported, from_cli = gray(tmp_path / "exported.png"), gray(tmp_path / "cli.png")
     assert exported.shape == from_cli.shape and np.abs(exported.astype(int) - from_cli).max() <= 1
+
+
+@pytest.mark.parametrize("recipe, size", [
+    # a stretch of a nearly flat image: `run` computes it in float64, the program did in float32 (3 levels off)
+    ('[[step]]\nkernel = "gaussian5"\nrepeat = 20\n[[step]]\nkernel = "laplacian"\nrange = "stretch"\n', (64, 64)),
+    # a 50x50 pooling needs more than the 96x128 input the program was recorded with: an internal error
+    ('[[step]]\npool = "max"\nsize = 50\n[[step]]\nkernel = "gaussian5"\n', (400, 500)),
+    # a result 1 pixel wide: torch.export assumed that no size is 1, and the program refused the input
+    ('[[step]]\npool = "avg"\nsize = 4\n', (4, 7)),
+    # a strided convolution, then a ceil-mode pooling: about 200 lines of torch's warnings, even with -q
+    ('[[step]]\nkernel = "blur"\nstride = 4\n[[step]]\npool = "avg"\nsize = 3\nstride = 2\nceil = true\n', (37, 53)),
+])
+def test_exported_program_gives_what_run_gives(cli, tmp_path, recipe, size):
+    import torch
+
+    pipeline_file = tmp_path / "p.toml"
+    pipeline_file.write_text(recipe)
+    rng = np.random.default_rng(5)
+    pixels = (100 + rng.integers(0, 2, size)) if size == (64, 64) else rng.integers(0, 256, size)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "in.png")
+    assert cli("run", pipeline_file, tmp_path / "in.png", "-o", tmp_path / "run.png").exit_code == 0
+    done = run_process("export", pipeline_file, "-o", tmp_path / "p.pt2", "-q")
+    assert (done.returncode, done.stderr) == (0, b"")
+    program = torch.export.load(str(tmp_path / "p.pt2")).module()
+    image = torch.from_numpy(gray(tmp_path / "in.png").astype(np.float32))[None, None]
+    exported = program(image).round().clamp(0, 255)[0, 0].numpy()
+    from_run = gray(tmp_path / "run.png")
+    assert exported.shape == from_run.shape and np.abs(exported - from_run).max() <= 1
 
 
 def test_apply_is_a_one_step_pipeline(cli, camera_copy, tmp_path):
