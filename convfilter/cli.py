@@ -794,6 +794,10 @@ def kernels_preview(
         raise UsageError("IMAGE is empty; give a photo file, or leave it out for the sample photo")
     source = image or str(resources.files("convfilter") / "data" / "camera.png")
     check_single_output("-o", output, [source])
+    if os.path.lexists(output) and not overwrite:  # before the work, as export and learn do
+        from convfilter.files import exists_error
+
+        raise exists_error(output, "use --overwrite")
 
     from convfilter.pipeline import Filter  # imports torch
     from convfilter.steps import from_table

@@ -175,6 +175,17 @@ def test_learn_and_export_refuse_an_existing_output_before_working(cli, before, 
     assert taken.read_text() == "keep"
 
 
+def test_preview_refuses_an_existing_output_before_working(cli, tmp_path):
+    """It filtered first: on a photo too small for some kernels, their 'left out' lines came
+    before the 'exists' refusal."""
+    Image.fromarray(np.full((3, 3), 7, np.uint8)).save(tmp_path / "tiny.png")
+    taken = tmp_path / "sheet.png"
+    taken.write_text("keep")
+    result = cli("kernels", "preview", tmp_path / "tiny.png", "-o", taken, "--size", "16")
+    assert (result.exit_code, result.stderr) == (1, f"convfilter: error: output '{taken}' exists (use --overwrite)\n")
+    assert taken.read_text() == "keep"
+
+
 @pytest.mark.parametrize("options, message", [
     (["-o", "mine.txt"], "-o 'mine.txt': learn writes a TOML kernel file; give it the suffix .toml"),
     (["-o", "mine"], "-o 'mine': learn writes a TOML kernel file; give it the suffix .toml"),
