@@ -6,6 +6,7 @@ never replaces an existing file unless asked to.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -57,7 +58,7 @@ STDIO = "-"
 
 def parse_background(value: str) -> tuple[int, int, int]:
     """A --background colour: a name ('white'), '#rrggbb', 'rgb(...)' or a grey level 0-255."""
-    if value.strip().isdigit() and int(value) <= 255:
+    if value.strip().isascii() and value.strip().isdigit() and int(value) <= 255:  # not '²', which isdigit() takes
         return (int(value),) * 3
     try:
         return ImageColor.getrgb(value)[:3]
@@ -210,6 +211,8 @@ COLOUR_MODES = {"L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA": "RGBA", 
 def _colour_array(image: Image.Image) -> np.ndarray:
     """(H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA, 8-bit; deep grey
     images (16-bit, 32-bit, float) by the grayscale rules."""
+    if image.mode == "1" and has_alpha(image):  # a transparent colour becomes alpha, as a grey image's does
+        return to_array(image.convert("LA"))
     if image.mode in (*SIXTEEN_BIT_MODES, "I", "F", "1"):
         return _gray_array(image)  # a 16-bit image's transparent colour is dropped: Pillow has no 16-bit grey + alpha
     if image.mode in ("L", "RGB") and has_alpha(image):  # a transparent colour becomes alpha, as a palette's does
@@ -284,7 +287,10 @@ def _gray_array(image: Image.Image) -> np.ndarray:
             return np.clip(np.round(values), 0, 255).astype(np.uint8)
         return np.clip(np.round(values), 0, 65535).astype(np.uint16)
     if image.mode != "L":
-        image = image.convert("L")
+        try:
+            image = image.convert("L")
+        except ValueError:  # no direct conversion (LAB): through RGB, as --color reads it
+            image = image.convert("RGB").convert("L")
     return to_array(image)  # writable: torch shares it without a warning
 
 
@@ -344,12 +350,15 @@ class Encoding:
 
     quality: int = DEFAULT_QUALITY
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    codestream: bool = False  # JPEG 2000 as a bare codestream (.j2k), not in a JP2 file
 
     def options(self, fmt: str) -> dict:
         if fmt in ("JPEG", "WEBP"):
             return {"quality": self.quality}
         if fmt == "PNG":
             return {"compress_level": self.png_compression}
+        if fmt == "JPEG2000" and self.codestream:  # Pillow tells from a file's name; a stream has none
+            return {"no_jp2": True}
         return {}
 
 
@@ -362,6 +371,12 @@ KEEPS_ALPHA_AS_RGBA = ("QOI", "SGI")
 GREY_AS_RGB = ("QOI",)  # RGB and RGBA only: grey is written as RGB, the same values
 WRITES_ALPHA = (*KEEPS_ALPHA, *KEEPS_ALPHA_AS_RGBA, "GIF")
 ICO_SIDE = 256  # the largest icon an ICO file holds
+CODESTREAM_SUFFIXES = (".j2k", ".j2c", ".jpc")  # JPEG 2000 without the JP2 file around it
+# The longest side each format holds, where it has a limit, checked before encoding: libjpeg
+# (JPEG, MPO, and a PDF's grey and RGB images) prints a line of its own past 65500; the others
+# keep sizes in 16-bit fields, and Pillow raised OverflowError or struct.error.
+MAX_SIDE = {"ICO": ICO_SIDE, "JPEG": 65500, "MPO": 65500, "PDF": 65500, "TGA": 65535, "GIF": 65535,
+            "SGI": 65535, "PCX": 65534}  # PCX: the row length, rounded up to even, too
 
 
 def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = Encoding()) -> None:
@@ -380,10 +395,10 @@ def encode(array: np.ndarray, fmt: str, stream: BinaryIO, encoding: Encoding = E
         picture = picture.convert("RGBA")
     elif picture.mode == "L" and fmt in GREY_AS_RGB:
         picture = picture.convert("RGB")
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(picture.size) > side:
+        raise ValueError(f"{fmt} holds images up to {side}x{side} pixels, this one is {picture.width}x{picture.height}")
     if fmt == "ICO":  # Pillow's default is a set of icon sizes, the image scaled down to each
-        if max(picture.size) > ICO_SIDE:
-            raise ValueError(f"an ICO file holds images up to {ICO_SIDE}x{ICO_SIDE}, this one is "
-                             f"{picture.width}x{picture.height}")
         options["sizes"] = [picture.size]
     picture.save(stream, format=fmt, **options)
 
@@ -413,8 +428,12 @@ def write_image(
     """Atomically write `target` (creating its directory); an existing file is replaced only with
     `overwrite`. No partial file is ever left."""
     try:
+        if target.suffix.lower() in CODESTREAM_SUFFIXES:
+            encoding = dataclasses.replace(encoding, codestream=True)
         atomic_write(target, lambda stream: encode(array, fmt, stream, encoding), overwrite)
-    except (ValueError, KeyError) as error:  # Pillow cannot encode this image in this format
+    except (ValueError, KeyError, OverflowError, struct.error, RuntimeError) as error:
+        # Pillow cannot encode this image in this format: sizes past a 16-bit field (TGA, GIF,
+        # PCX: OverflowError; SGI: struct.error), an encoder that fails (AVIF: RuntimeError)
         raise OutputError(f"cannot write {str(target)!r} as {fmt}: {error}") from None
 
 

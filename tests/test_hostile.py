@@ -72,6 +72,16 @@ def test_alpha_is_ignored_unless_background(cli, tmp_path, rgb, mode):
     assert white[:, 0].min() == 255  # fully transparent: the background
 
 
+@pytest.mark.parametrize("value", ["x", "\u00b2", "\u0663", "256", "#12"])
+def test_an_unknown_background_colour_is_a_usage_error(cli, tmp_path, value):
+    """'²' (and other digits outside ASCII) passed str.isdigit() and reached int(): an internal error."""
+    Image.fromarray(np.full((8, 8, 4), 100, np.uint8)).save(tmp_path / "a.png")
+    result = cli("apply", tmp_path / "a.png", "-k", "identity", "--background", value, "-o", tmp_path / "bg.png")
+    assert (result.exit_code, result.stderr) == (
+        2, f"convfilter: error: unknown --background colour {value!r}; give a name like white, #rrggbb or 0-255\n")
+    assert listing(tmp_path) == ["a.png"]
+
+
 def test_a_grey_image_with_a_transparent_colour_takes_the_background(cli, tmp_path):
     """A grey PNG whose transparency is one grey level (tRNS), not an alpha channel."""
     grey = np.random.default_rng(4).integers(0, 256, (20, 30), dtype=np.uint8)
@@ -449,8 +459,56 @@ def test_ico_keeps_the_size_and_refuses_what_it_cannot_hold(cli, tmp_path):
     result = cli("apply", tmp_path / "large.png", "-k", "identity", "-o", tmp_path / "large.ico")
     assert result.exit_code == 1
     assert result.stderr == (f"convfilter: error: '{tmp_path / 'large.png'}': cannot write '{tmp_path / 'large.ico'}' "
-                             "as ICO: an ICO file holds images up to 256x256, this one is 200x300\n")
+                             "as ICO: ICO holds images up to 256x256 pixels, this one is 200x300\n")
     assert not (tmp_path / "large.ico").exists()
+
+
+@pytest.mark.parametrize("suffix, fmt, side", [("jpg", "JPEG", 65500), ("pdf", "PDF", 65500), ("tga", "TGA", 65535),
+                                               ("gif", "GIF", 65535), ("pcx", "PCX", 65534), ("sgi", "SGI", 65535)])
+def test_an_image_wider_than_the_format_holds_is_one_line(tmp_path, suffix, fmt, side):
+    """JPEG and PDF: libjpeg printed a line of its own before convfilter's; TGA, GIF, PCX and SGI
+    keep sizes in 16-bit fields: an internal error (OverflowError, struct.error)."""
+    Image.fromarray(np.full((4, 70000), 100, np.uint8)).save(tmp_path / "wide.png")
+    done = run_process("apply", "wide.png", "-k", "identity", "-o", f"out.{suffix}", cwd=tmp_path)
+    assert (done.returncode, done.stderr.decode()) == (
+        1, f"convfilter: error: 'wide.png': cannot write 'out.{suffix}' as {fmt}: {fmt} holds images up to "
+           f"{side}x{side} pixels, this one is 70000x4\n")
+    assert listing(tmp_path) == ["wide.png"]
+
+
+@pytest.mark.parametrize("suffix, start", [(".j2k", b"\xffO\xffQ"), (".J2C", b"\xffO\xffQ"), (".jpc", b"\xffO\xffQ"),
+                                           (".jp2", b"\0\0\0\x0cjP  ")])
+def test_jpeg2000_codestream_suffixes_get_a_bare_codestream(cli, tmp_path, suffix, start):
+    """Pillow tells a codestream from a JP2 file by the file's name, and convfilter encodes into a
+    stream: every .j2k was a JP2 file."""
+    picture = np.random.default_rng(3).integers(0, 256, (12, 10), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    assert cli("apply", tmp_path / "in.png", "-k", "identity", "-o", tmp_path / f"out{suffix}").exit_code == 0
+    assert (tmp_path / f"out{suffix}").read_bytes()[:len(start)] == start
+    assert np.array_equal(gray(tmp_path / f"out{suffix}"), picture)  # lossless, Pillow's default
+
+
+def test_a_one_bit_image_keeps_its_transparent_colour_as_alpha_with_color(cli, tmp_path):
+    """It was dropped: the transparent half of a 1-bit PNG came out opaque (an L image)."""
+    bits = np.zeros((8, 8), bool)
+    bits[:, 4:] = True
+    Image.fromarray(bits).save(tmp_path / "bw.png", transparency=0)
+    assert cli("apply", tmp_path / "bw.png", "--color", "-k", "identity", "-o", tmp_path / "out.png").exit_code == 0
+    with Image.open(tmp_path / "out.png") as written, Image.open(tmp_path / "bw.png") as original:
+        assert written.mode == "LA"
+        assert np.array_equal(np.asarray(written), np.asarray(original.convert("LA")))
+        assert np.array_equal(np.asarray(written)[..., 1], np.where(bits, 255, 0))
+
+
+def test_a_lab_image_is_read_as_grey_through_rgb(cli, tmp_path):
+    """Pillow converts LAB to RGB but not to L: 'truncated or corrupt image: conversion from LAB to
+    RGB not supported' in grey, while --color read it."""
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert("LAB").save(tmp_path / "lab.tif")
+    result = cli("apply", tmp_path / "lab.tif", "-k", "identity", "-o", tmp_path / "grey.png")
+    assert result.exit_code == 0, result.stderr
+    with Image.open(tmp_path / "lab.tif") as lab:
+        assert np.array_equal(gray(tmp_path / "grey.png"), np.asarray(lab.convert("RGB").convert("L")))
 
 
 @pytest.mark.parametrize("suffix, why", [
