@@ -703,10 +703,12 @@ def kernels_list(ctx: typer.Context) -> None:
             kernel = kernels.load_file(path)
             weights = kernel.weights()
         except ConvfilterError as error:
-            table.add_row(name, "", "", f"[red]{escape(str(error))}[/red]", _where(path))
+            table.add_row(escape(name), "", "", f"[red]{escape(str(error))}[/red]", escape(_where(path)))
             continue
         total = sum(v for row in weights for v in row)
-        table.add_row(name, f"{kernel.width}x{kernel.height}", _number(total), kernel.description, _where(path))
+        description = " ".join(kernel.description.split())  # one line a row; [brackets] are text
+        table.add_row(escape(name), f"{kernel.width}x{kernel.height}", _number(total), escape(description),
+                      escape(_where(path)))
     # To a terminal, the table fits its width; to a pipe or file, every row is one whole line (Rich
     # would take 80 columns and cut the file names short).
     Console(width=None if sys.stdout.isatty() else 100_000).print(table)

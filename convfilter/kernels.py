@@ -101,6 +101,7 @@ def shape_of(weights: Matrix) -> Shape:
 
 
 _OUT_OF_RANGE = f"out of float32's range (magnitudes up to {FLOAT32_MAX:.8g})"
+MINUS_SIGN = "\u2212"  # the typeset minus (as in "−1/9"), read as '-'
 
 
 def parse_number(text: object, where: str) -> float:
@@ -114,7 +115,7 @@ def parse_number(text: object, where: str) -> float:
         except OverflowError:  # an integer of hundreds of digits (TOML has no limit)
             raise KernelError(f"{where}: {_digits_out_of_range(str(text))}") from None
     elif isinstance(text, str):
-        numerator, slash, denominator = text.strip().partition("/")
+        numerator, slash, denominator = text.strip().replace(MINUS_SIGN, "-").partition("/")
         try:
             value = float(numerator) / float(denominator) if slash else float(numerator)
         except ValueError:
@@ -163,7 +164,7 @@ def _split_values(text: str) -> list[str]:
 def parse_plain(text: str, origin: str) -> Kernel:
     """A plain matrix file: one row a line, values split by spaces/commas/tabs, `#` comments."""
     rows, where = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(_lines(text), 1):
         values = _split_values(line.split("#", 1)[0])
         if values:
             rows.append(values)
@@ -171,10 +172,20 @@ def parse_plain(text: str, origin: str) -> Kernel:
     return Kernel(name=INLINE_NAME, raw_weights=_matrix(rows, where, origin), origin=origin)
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of a text, split at line ends only (\\n, \\r\\n, \\r): `splitlines` also splits
+    at a form feed or U+2028, which made line numbers wrong and ended comments early."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def parse_inline(spec: str) -> Kernel:
-    """An inline matrix: rows split by ';', values by ',' or spaces, e.g. '0,-1,0; -1,5,-1; 0,-1,0'."""
+    """An inline matrix: rows split by ';' or line ends (`-k "$(cat k.txt)"`; a ';' that ends a
+    line counts once, blank lines are skipped), values by ',' or spaces, e.g.
+    '0,-1,0; -1,5,-1; 0,-1,0'. Line ends used to be spaces: three lines made one row of nine."""
     origin = f"inline kernel {spec!r}"
-    parts = spec.strip().strip(";").split(";")
+    lines = [line.strip() for line in _lines(spec) if line.strip()]
+    joined = ";".join(line[:-1] if line.endswith(";") else line for line in lines)
+    parts = joined.strip().strip(";").split(";")
     rows = [_split_values(part) for part in parts]
     where = [f"{origin}, row {i}" for i in range(1, len(rows) + 1)]
     if rows == [[]]:
@@ -291,15 +302,24 @@ def parse_toml(text: str, origin: str) -> Kernel:
 # ---------------------------------------------------------------------------- files and the search path
 
 
+MAX_FILE_BYTES = 16 << 20  # a 63x63 kernel in text takes well under 1 MB
+
+
 def load_file(path: Path) -> Kernel:
-    """A kernel from a file: TOML for `.toml`, a plain matrix for any other suffix."""
+    """A kernel from a file (or a pipe, `-k <(...)`): TOML for `.toml`, a plain matrix for any
+    other suffix."""
     origin = f"kernel file {str(path)!r}"
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a leading BOM (Windows Notepad) is not a value
-    except UnicodeDecodeError:
-        raise KernelError(f"{origin}: not a text file") from None
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise KernelError(f"{origin}: cannot read it: {error.strerror or error}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise KernelError(f"{origin}: more than {MAX_FILE_BYTES >> 20} MB, not a kernel file")
+    try:
+        text = data.decode("utf-8-sig")  # a leading BOM (Windows Notepad) is not a value
+    except UnicodeDecodeError:
+        raise KernelError(f"{origin}: not a text file") from None
     parse = parse_toml if path.suffix.lower() == ".toml" else parse_plain
     return replace(parse(text, origin), name=path.stem, source=str(path))
 
@@ -312,13 +332,22 @@ def builtin_dir() -> Path:
 
 def search_dirs() -> list[Path]:
     """`CONVFILTER_KERNEL_PATH` (':'-separated), the user directory, then the built-ins."""
-    dirs = [Path(p).expanduser() for p in os.environ.get(PATH_VARIABLE, "").split(os.pathsep) if p]
+    dirs = [_expanded(p) for p in os.environ.get(PATH_VARIABLE, "").split(os.pathsep) if p]
     config = os.environ.get("XDG_CONFIG_HOME", "")
     if not os.path.isabs(config):  # unset, empty or relative: the XDG spec says to ignore it
         config = "~/.config"
-    dirs.append(Path(config).expanduser() / "convfilter" / "kernels")
+    dirs.append(_expanded(config) / "convfilter" / "kernels")
     dirs.append(builtin_dir())
     return dirs
+
+
+def _expanded(path: str) -> Path:
+    """`path` with a leading `~` or `~user` expanded where there is such a home; else as it is
+    (Path.expanduser raised RuntimeError: an internal error for `-k '~x'`)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
 
 
 def available() -> dict[str, Path]:
@@ -338,7 +367,7 @@ def available() -> dict[str, Path]:
 
 # A kernel name: what `available` lists, any file name that is not hidden, without a folder part.
 _NAME = re.compile(r"[^/\x00.][^/\x00]*")
-_INLINE = re.compile(r"[\d\s.,;/+\-eE]+")
+_INLINE = re.compile(r"[\d\s.,;/+\-eE\u2212]+")
 
 
 def _looks_inline(spec: str) -> bool:
@@ -355,8 +384,8 @@ def _is(test, path: Path) -> bool:
 
 def resolve(spec: str) -> Kernel:
     """SPEC as CONTRACT §3 orders it: an existing file, a name on the search path, an inline matrix."""
-    path = Path(spec).expanduser()
-    if _is(Path.is_file, path):
+    path = _expanded(spec)
+    if _is(Path.is_file, path) or _is(Path.is_fifo, path):  # a file, or a pipe: -k <(...)
         return load_file(path)
     if not spec.strip():
         raise KernelError(f"empty kernel spec {spec!r}; give a kernel name, file or inline matrix "
@@ -371,10 +400,13 @@ def resolve(spec: str) -> Kernel:
         return parse_inline(spec)
     if _is(Path.is_dir, path):
         raise KernelError(f"kernel {spec!r} is a directory, not a kernel file")
+    if _is(Path.exists, path):  # a device, a socket: it said 'not found'
+        raise KernelError(f"kernel file {spec!r} is not a regular file")
     if "/" in spec or path.suffix.lower() in KERNEL_SUFFIXES:
         raise KernelNotFoundError(f"kernel file {spec!r} not found")
     names = list(available())
-    close = difflib.get_close_matches(spec, names, n=3, cutoff=0.6)
+    lowered = {name.lower(): name for name in reversed(names)}  # 'BLUR' is close to 'blur'
+    close = [lowered[n] for n in difflib.get_close_matches(spec.lower(), list(lowered), n=3, cutoff=0.6)]
     if close:
         raise KernelNotFoundError(
             f"unknown kernel {spec!r}; did you mean {' or '.join(repr(n) for n in close)}?"

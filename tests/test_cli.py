@@ -417,6 +417,23 @@ def test_kernels_lists_a_broken_user_kernel_with_its_error(cli, tmp_path, monkey
     assert f"kernel file '{user / 'mine.txt'}', line 2: expected 2 values like the first row, got 1" in row
 
 
+def test_kernels_lists_names_and_descriptions_as_text_one_line_a_row(cli, tmp_path):
+    """A description with '[/]' ended the listing with an internal error (Rich markup); '[b]x.toml'
+    was listed as 'x', which -k did not know; a description over two lines took two lines."""
+    user = tmp_path / "config" / "convfilter" / "kernels"
+    user.mkdir(parents=True)
+    (user / "br.toml").write_text('weights = [[1]]\ndescription = """\nBrightness [/] test,\n[bold]kept[/bold]\n"""\n')
+    (user / "[b]x.toml").write_text("weights = [[2]]\n")
+    result = cli("kernels")
+    assert result.exit_code == 0, result.stderr
+    rows = result.stdout.decode().splitlines()
+    [br] = [line for line in rows if " br " in line]
+    assert "Brightness [/] test, [bold]kept[/bold]" in br
+    [bx] = [line for line in rows if " [b]x " in line]
+    assert str(user / "[b]x.toml") in bx
+    assert kernels.resolve("[b]x").weights() == ((2.0,),)
+
+
 def test_kernels_show_prints_the_matrix(cli):
     result = cli("kernels", "show", "sobel-x")
     assert result.exit_code == 0

@@ -272,3 +272,68 @@ def test_a_relative_or_empty_xdg_config_home_is_ignored(tmp_path, monkeypatch, v
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", value)
     assert kernels.resolve("nine").weights() == ((8.0,),)
+
+
+# ---------------------------------------------------------------------------- from an audit of kernel specs
+
+
+def test_an_inline_matrix_over_several_lines_keeps_its_rows():
+    """-k "$(cat k.txt)": line ends were spaces, and three lines ran as one row of nine values."""
+    sharpen = kernels.resolve("sharpen").weights()
+    for spec in ("0 -1 0\n-1 5 -1\n0 -1 0", "0,-1,0;\n-1,5,-1;\n\n0,-1,0\n", "0 -1 0\r\n-1 5 -1\r\n0 -1 0"):
+        assert kernels.resolve(spec).weights() == sharpen, repr(spec)
+    with pytest.raises(KernelError, match=r"row 2: empty row"):
+        kernels.resolve("1,2;;\n3,4")  # two ';' still leave a row out
+
+
+@pytest.mark.parametrize("spec", ["~nobody-such-user/k.txt", "~x"])
+def test_a_tilde_with_no_such_home_is_not_an_internal_error(spec, monkeypatch):
+    """Path.expanduser raised RuntimeError ('Could not determine home directory')."""
+    with pytest.raises(KernelNotFoundError):
+        kernels.resolve(spec)
+    monkeypatch.setenv("CONVFILTER_KERNEL_PATH", "~nobody-such-user/kernels")
+    assert kernels.resolve("sharpen").name == "sharpen"
+
+
+def test_a_kernel_named_with_a_tilde_is_found(tmp_path):
+    folder = tmp_path / "config" / "convfilter" / "kernels"
+    folder.mkdir(parents=True)
+    write(folder, "~tilde.toml", "weights = [[0.5]]\n")
+    assert kernels.resolve("~tilde").weights() == ((0.5,),)
+
+
+def test_a_form_feed_is_not_a_line_end(tmp_path):
+    """str.splitlines() split at \\x0c: a comment's rest became a row, and line numbers moved."""
+    path = write(tmp_path, "ff.txt", "# see page 2\x0c 7 7 7\n1 2\n3\n")
+    with pytest.raises(KernelError, match=r"ff.txt', line 3: expected 2 values like the first row, got 1$"):
+        kernels.resolve(str(path))
+
+
+def test_a_pipe_is_read_as_a_kernel_file_and_a_device_is_refused(tmp_path):
+    """-k <(printf ...) said "kernel file '/dev/fd/63' not found"."""
+    import os
+    import threading
+
+    fifo = tmp_path / "k.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("0 1 0\n1 1 1\n0 1 0\n"), daemon=True)
+    writer.start()
+    try:
+        assert kernels.resolve(str(fifo)).weights() == ((0, 1, 0), (1, 1, 1), (0, 1, 0))
+    finally:
+        if writer.is_alive():  # not read: open it for reading so that the writer gets its reader
+            descriptor = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            writer.join(5)
+            os.close(descriptor)
+    writer.join(5)
+    with pytest.raises(KernelError, match=r"^kernel file '/dev/null' is not a regular file$"):
+        kernels.resolve("/dev/null")
+
+
+def test_suggestions_ignore_case_and_a_typeset_minus_is_a_minus():
+    with pytest.raises(KernelNotFoundError, match=r"did you mean 'blur'"):
+        kernels.resolve("BLUR")
+    with pytest.raises(KernelNotFoundError, match=r"did you mean 'sobel-x' or 'sobel-y'\?"):
+        kernels.resolve("Sobel-X")
+    assert kernels.resolve("\u22121, 2").weights() == ((-1.0, 2.0),)
+    assert kernels.resolve("\u22121/9 2").weights() == ((-1 / 9, 2.0),)
