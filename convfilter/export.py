@@ -32,9 +32,9 @@ def export_program(steps: list[Step], channels: int, output: str, overwrite: boo
     if working_dtype(model, 255.0) == torch.float64:
         model = InFloat64(model.to(torch.float64))
     example = _example(model, channels, origin)
-    dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
-    with torch.no_grad(), _quiet_torch(), _sizes_of_one_allowed():
-        program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,))
+    program = _record(model, example, sizes_of_one=True)
+    if not _takes_what_the_model_takes(program, model, example):  # a circular border: N = 1 was refused
+        program = _record(model, example, sizes_of_one=False)
     atomic_write(target, lambda stream: torch.export.save(program, stream), overwrite, exists_hint="use --overwrite")
 
 
@@ -51,17 +51,36 @@ class InFloat64(nn.Module):
         return self.model(images.to(torch.float64)).to(images.dtype)
 
 
+def _record(model: nn.Module, example: torch.Tensor, sizes_of_one: bool) -> torch.export.ExportedProgram:
+    """The program, with any N, H and W dynamic; `sizes_of_one`: see `_sizes_of_one_allowed`."""
+    dynamic = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    allowed = _sizes_of_one_allowed() if sizes_of_one else contextlib.nullcontext()
+    with torch.no_grad(), _quiet_torch(), allowed:
+        return torch.export.export(model, (example,), dynamic_shapes=(dynamic,))
+
+
+def _takes_what_the_model_takes(program: torch.export.ExportedProgram, model: nn.Module, example: torch.Tensor) -> bool:
+    """Whether the program gives the model's results for one image, for three, and for another
+    size: recorded with sizes of one allowed, a circular border's program refused N = 1."""
+    module = program.module()
+    probes = (example[:1], torch.cat([example, example[:1]]), example[:1, :, 1:, 3:])
+    try:
+        with torch.no_grad():
+            return all(torch.allclose(module(probe), model(probe), atol=1e-3) for probe in probes)
+    except Exception:  # a guard of the program, or a layer that refuses the size: not taken
+        return False
+
+
 def _example(model: nn.Module, channels: int, origin: str) -> torch.Tensor:
     """An input to record the program with: 96x128, or the first of its doublings that every
     layer accepts (a 50x50 pooling needs more), up to 6144x8192. Only the sizes matter: the
     program takes any size the layers accept."""
     height, width = 96, 128
     while True:
-        example = torch.rand(2, channels, height, width) * 255
         try:
             with torch.no_grad():
-                model(example[:1])
-            return example
+                model(torch.zeros(1, channels, height, width))  # one image, the least memory
+            return torch.rand(2, channels, height, width) * 255
         except InputError as error:  # the layers' own size check
             if width >= 8192:
                 raise UsageError(f"{origin}: cannot be exported: even a {width}x{height} image is too small ({error})")

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import io
 import os
+import re
 import stat
 import struct
 import zlib
@@ -58,7 +59,7 @@ STDIO = "-"
 
 def parse_background(value: str) -> tuple[int, int, int]:
     """A --background colour: a name ('white'), '#rrggbb', 'rgb(...)' or a grey level 0-255."""
-    if value.strip().isascii() and value.strip().isdigit() and int(value) <= 255:  # not '²', which isdigit() takes
+    if re.fullmatch(r"[0-9]{1,3}", value.strip()) and int(value) <= 255:  # not '²', which isdigit() takes
         return (int(value),) * 3
     try:
         return ImageColor.getrgb(value)[:3]
@@ -422,6 +423,11 @@ def _gif_with_transparency(picture: Image.Image) -> Image.Image:
     return indexed
 
 
+# What Pillow raises where it cannot encode an image in a format: a size past a 16-bit field
+# (TGA, GIF, PCX: OverflowError; SGI: struct.error), an encoder that fails (AVIF: RuntimeError).
+CANNOT_ENCODE = (ValueError, KeyError, OverflowError, struct.error, RuntimeError)
+
+
 def write_image(
     array: np.ndarray, target: Path, fmt: str, encoding: Encoding = Encoding(), overwrite: bool = False
 ) -> None:
@@ -431,9 +437,7 @@ def write_image(
         if target.suffix.lower() in CODESTREAM_SUFFIXES:
             encoding = dataclasses.replace(encoding, codestream=True)
         atomic_write(target, lambda stream: encode(array, fmt, stream, encoding), overwrite)
-    except (ValueError, KeyError, OverflowError, struct.error, RuntimeError) as error:
-        # Pillow cannot encode this image in this format: sizes past a 16-bit field (TGA, GIF,
-        # PCX: OverflowError; SGI: struct.error), an encoder that fails (AVIF: RuntimeError)
+    except CANNOT_ENCODE as error:
         raise OutputError(f"cannot write {str(target)!r} as {fmt}: {error}") from None
 
 
@@ -447,7 +451,10 @@ def write_picture(picture: Image.Image, target: Path, overwrite: bool = False) -
 def write_stream(array: np.ndarray, stream: BinaryIO, fmt: str, encoding: Encoding = Encoding()) -> None:
     """Encode fully in memory first, so a failed encode writes nothing to the stream."""
     buffer = io.BytesIO()
-    encode(array, fmt, buffer, encoding)
+    try:
+        encode(array, fmt, buffer, encoding)
+    except CANNOT_ENCODE as error:
+        raise OutputError(f"cannot write to standard output as {fmt}: {error}") from None
     data = memoryview(buffer.getbuffer())
     try:
         while data:  # a pipe whose reader leaves mid-image takes part of a write: write the rest

@@ -180,6 +180,25 @@ def test_exported_program_gives_what_run_gives(cli, tmp_path, recipe, size):
     assert exported.shape == from_run.shape and np.abs(exported - from_run).max() <= 1
 
 
+@pytest.mark.parametrize("border", ["reflect", "replicate", "zeros", "circular"])
+def test_exported_program_takes_one_image_and_several_with_every_border(cli, tmp_path, border):
+    """With torch.export's no-size-of-one assumption dropped, a circular border's program refused
+    a batch of one image ("Guard failed: input.size()[0] >= 2")."""
+    import torch
+
+    pipeline_file = tmp_path / "p.toml"
+    pipeline_file.write_text(f'[[step]]\nkernel = "sharpen"\nborder = "{border}"\n[[step]]\npool = "avg"\nsize = 2\n')
+    pixels = np.random.default_rng(6).integers(0, 256, (37, 50), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    assert cli("run", pipeline_file, tmp_path / "in.png", "-o", tmp_path / "run.png").exit_code == 0
+    assert cli("export", pipeline_file, "-o", tmp_path / "p.pt2", "-q").exit_code == 0
+    program = torch.export.load(str(tmp_path / "p.pt2")).module()
+    image = torch.from_numpy(pixels.astype(np.float32))[None, None]
+    for batch in (image, image.expand(3, 1, -1, -1)):
+        exported = program(batch).round().clamp(0, 255).numpy()
+        assert all(np.abs(one[0] - gray(tmp_path / "run.png")).max() <= 1 for one in exported)
+
+
 def test_apply_is_a_one_step_pipeline(cli, camera_copy, tmp_path):
     recipe = tmp_path / "one.toml"
     recipe.write_text('[[step]]\nkernel = "sharpen"\nborder = "replicate"\n')

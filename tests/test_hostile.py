@@ -72,7 +72,7 @@ def test_alpha_is_ignored_unless_background(cli, tmp_path, rgb, mode):
     assert white[:, 0].min() == 255  # fully transparent: the background
 
 
-@pytest.mark.parametrize("value", ["x", "\u00b2", "\u0663", "256", "#12"])
+@pytest.mark.parametrize("value", ["x", "\u00b2", "\u0663", "256", "#12", "9" * 5000])
 def test_an_unknown_background_colour_is_a_usage_error(cli, tmp_path, value):
     """'²' (and other digits outside ASCII) passed str.isdigit() and reached int(): an internal error."""
     Image.fromarray(np.full((8, 8, 4), 100, np.uint8)).save(tmp_path / "a.png")
@@ -474,6 +474,14 @@ def test_an_image_wider_than_the_format_holds_is_one_line(tmp_path, suffix, fmt,
         1, f"convfilter: error: 'wide.png': cannot write 'out.{suffix}' as {fmt}: {fmt} holds images up to "
            f"{side}x{side} pixels, this one is 70000x4\n")
     assert listing(tmp_path) == ["wide.png"]
+
+
+def test_an_image_wider_than_the_format_holds_is_one_line_on_standard_output_too(tmp_path):
+    Image.fromarray(np.full((4, 70000), 100, np.uint8)).save(tmp_path / "wide.png")
+    done = run_process("apply", "wide.png", "-k", "identity", "-o", "-", "--format", "jpg", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (
+        1, b"", "convfilter: error: 'wide.png': cannot write to standard output as JPEG: JPEG holds images up to "
+                "65500x65500 pixels, this one is 70000x4\n")
 
 
 @pytest.mark.parametrize("suffix, start", [(".j2k", b"\xffO\xffQ"), (".J2C", b"\xffO\xffQ"), (".jpc", b"\xffO\xffQ"),
