@@ -251,7 +251,8 @@ def _check(run: RunOptions) -> None:
         raise UsageError("--null describes a --from list; give --from FILE or --from -")
     display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     if run.show and sys.platform.startswith("linux") and not display:  # a viewer would fail later, after exit 0
-        raise UsageError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set; use -o FILE")
+        instead = "drop --show (-o writes the result)" if run.output is not None else "use -o FILE"
+        raise UsageError(f"--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set; {instead}")
 
 
 def _listed(run: RunOptions) -> list[str]:
@@ -749,6 +750,13 @@ def _print_matrix(title: Optional[str], rows) -> None:
     from rich.table import Table
 
     largest = max((abs(v) for row in rows for v in row), default=0) or 1
+    console = Console()
+    needed = sum(max(len(_number(row[j])) for row in rows) + 2 for j in range(len(rows[0])))
+    if needed > console.width:  # Rich would squeeze the columns: values cut to '…', or left out
+        if console.is_terminal:
+            print(f"({len(rows[0])} columns need {needed} characters, the terminal has {console.width}: "
+                  "lines wrap; pipe to less -RS to scroll)")
+        console = Console(width=needed, force_terminal=console.is_terminal)
     table = Table(title=title, show_header=False, box=None, padding=(0, 1))
     for _ in rows[0]:
         table.add_column(justify="right")
@@ -759,7 +767,7 @@ def _print_matrix(title: Optional[str], rows) -> None:
             colour = f"rgb({level},30,30)" if value > 0 else f"rgb(30,30,{level})" if value < 0 else "rgb(40,40,40)"
             cells.append(f"[white on {colour}]{_number(value)}[/]")
         table.add_row(*cells)
-    Console().print(table)
+    console.print(table)
 
 
 @kernels_app.command("preview")

@@ -225,7 +225,11 @@ def test_show_without_a_display_is_a_usage_error(cli, camera_copy, monkeypatch):
     assert result.exit_code == 2
     assert result.stderr == ("convfilter: error: --show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY "
                              "is set; use -o FILE\n")
-    assert shown == []
+    result = cli("apply", camera_copy, "-k", "blur", "--show", "-o", camera_copy.parent / "out.png")
+    assert (result.exit_code, result.stderr) == (
+        2, "convfilter: error: --show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set; drop --show "
+           "(-o writes the result)\n")  # it said "use -o FILE" to a run that gave -o
+    assert shown == [] and not (camera_copy.parent / "out.png").exists()
 
 
 # ---------------------------------------------------------------------------- standard input and output
@@ -443,6 +447,18 @@ def test_kernels_show_prints_the_matrix(cli):
     missing = cli("kernels", "show", "sobelx")
     assert (missing.exit_code, missing.stderr) == (
         2, "convfilter: error: unknown kernel 'sobelx'; did you mean 'sobel-x' or 'sobel-y'?\n")
+
+
+@pytest.mark.parametrize("size", [19, 63])
+def test_kernels_show_prints_every_value_of_a_large_kernel(cli, tmp_path, size):
+    """Past about 80 characters Rich squeezed the columns: 31x31 showed 18 columns, 63x63 only
+    spaces, 19x19 values cut to '1.…'."""
+    weights = np.round(np.random.default_rng(size).uniform(-1, 1, (size, size)), 4)
+    (tmp_path / "big.txt").write_text("\n".join(" ".join(f"{v:.4f}" for v in row) for row in weights))
+    result = cli("kernels", "show", tmp_path / "big.txt")
+    assert result.exit_code == 0, result.stderr
+    shown = [[float(v) for v in line.split()] for line in result.stdout.decode().splitlines()[-size:]]
+    assert np.array_equal(np.array(shown), weights)
 
 
 @pytest.mark.parametrize("command", [[], ["apply"], ["pool"], ["upsample"], ["run"], ["export"], ["learn"],
