@@ -59,7 +59,7 @@ STDIO = "-"
 
 def parse_background(value: str) -> tuple[int, int, int]:
     """A --background colour: a name ('white'), '#rrggbb', 'rgb(...)' or a grey level 0-255."""
-    if re.fullmatch(r"[0-9]{1,3}", value.strip()) and int(value) <= 255:  # not '²', which isdigit() takes
+    if re.fullmatch(r"[0-9]{1,10}", value.strip()) and int(value) <= 255:  # not '²', which isdigit() takes
         return (int(value),) * 3
     try:
         return ImageColor.getrgb(value)[:3]

@@ -179,13 +179,13 @@ def _lines(text: str) -> list[str]:
 
 
 def parse_inline(spec: str) -> Kernel:
-    """An inline matrix: rows split by ';' or line ends (`-k "$(cat k.txt)"`; a ';' that ends a
-    line counts once, blank lines are skipped), values by ',' or spaces, e.g.
-    '0,-1,0; -1,5,-1; 0,-1,0'. Line ends used to be spaces: three lines made one row of nine."""
+    """An inline matrix: rows split by ';', values by ',' or spaces, e.g. '0,-1,0; -1,5,-1; 0,-1,0'.
+    Without any ';', by line ends (`-k "$(cat k.txt)"`, blank lines skipped): they were spaces,
+    and three lines made one row of nine. With ';', line ends stay spaces (a row may wrap)."""
     origin = f"inline kernel {spec!r}"
-    lines = [line.strip() for line in _lines(spec) if line.strip()]
-    joined = ";".join(line[:-1] if line.endswith(";") else line for line in lines)
-    parts = joined.strip().strip(";").split(";")
+    if ";" not in spec:
+        spec = ";".join(line for line in _lines(spec) if line.strip())
+    parts = spec.strip().strip(";").split(";")
     rows = [_split_values(part) for part in parts]
     where = [f"{origin}, row {i}" for i in range(1, len(rows) + 1)]
     if rows == [[]]:
@@ -310,7 +310,9 @@ def load_file(path: Path) -> Kernel:
     other suffix."""
     origin = f"kernel file {str(path)!r}"
     try:
-        with open(path, "rb") as stream:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO with no writer: empty, no wait
+        os.set_blocking(descriptor, True)
+        with open(descriptor, "rb") as stream:
             data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise KernelError(f"{origin}: cannot read it: {error.strerror or error}") from None
@@ -385,8 +387,10 @@ def _is(test, path: Path) -> bool:
 def resolve(spec: str) -> Kernel:
     """SPEC as CONTRACT §3 orders it: an existing file, a name on the search path, an inline matrix."""
     path = _expanded(spec)
-    if _is(Path.is_file, path) or _is(Path.is_fifo, path):  # a file, or a pipe: -k <(...)
+    if _is(Path.is_file, path):
         return load_file(path)
+    if _is(Path.is_fifo, path):  # a pipe (-k <(...)): named like an inline kernel, not '63'
+        return replace(load_file(path), name=INLINE_NAME)
     if not spec.strip():
         raise KernelError(f"empty kernel spec {spec!r}; give a kernel name, file or inline matrix "
                           "(see 'convfilter kernels')")
@@ -405,8 +409,11 @@ def resolve(spec: str) -> Kernel:
     if "/" in spec or path.suffix.lower() in KERNEL_SUFFIXES:
         raise KernelNotFoundError(f"kernel file {spec!r} not found")
     names = list(available())
-    lowered = {name.lower(): name for name in reversed(names)}  # 'BLUR' is close to 'blur'
-    close = [lowered[n] for n in difflib.get_close_matches(spec.lower(), list(lowered), n=3, cutoff=0.6)]
+    lowered: dict[str, list[str]] = {}  # 'BLUR' is close to 'blur' (and to a user's 'Blur')
+    for name in names:
+        lowered.setdefault(name.lower(), []).append(name)
+    close = [name for key in difflib.get_close_matches(spec.lower(), list(lowered), n=3, cutoff=0.6)
+             for name in lowered[key]]
     if close:
         raise KernelNotFoundError(
             f"unknown kernel {spec!r}; did you mean {' or '.join(repr(n) for n in close)}?"

@@ -159,6 +159,8 @@ Image.fromarray(out).save({str(tmp_path / 'exported.png')!r})
     ('[[step]]\npool = "max"\nsize = 50\n[[step]]\nkernel = "gaussian5"\n', (400, 500)),
     # a result 1 pixel wide: torch.export assumed that no size is 1, and the program refused the input
     ('[[step]]\npool = "avg"\nsize = 4\n', (4, 7)),
+    # a pooling that just fits the 96x128 input it was recorded with: the program took only 1-row results
+    ('[[step]]\npool = "avg"\nsize = 96\n', (200, 300)),
     # a strided convolution, then a ceil-mode pooling: about 200 lines of torch's warnings, even with -q
     ('[[step]]\nkernel = "blur"\nstride = 4\n[[step]]\npool = "avg"\nsize = 3\nstride = 2\nceil = true\n', (37, 53)),
 ])

@@ -82,6 +82,12 @@ def test_an_unknown_background_colour_is_a_usage_error(cli, tmp_path, value):
     assert listing(tmp_path) == ["a.png"]
 
 
+def test_a_grey_level_background_takes_leading_zeros_and_spaces():
+    from convfilter.imageio import parse_background
+
+    assert [parse_background(v) for v in ("0255", " 7 ", "0")] == [(255,) * 3, (7,) * 3, (0,) * 3]
+
+
 def test_a_grey_image_with_a_transparent_colour_takes_the_background(cli, tmp_path):
     """A grey PNG whose transparency is one grey level (tRNS), not an alpha channel."""
     grey = np.random.default_rng(4).integers(0, 256, (20, 30), dtype=np.uint8)

@@ -280,8 +280,10 @@ def test_a_relative_or_empty_xdg_config_home_is_ignored(tmp_path, monkeypatch, v
 def test_an_inline_matrix_over_several_lines_keeps_its_rows():
     """-k "$(cat k.txt)": line ends were spaces, and three lines ran as one row of nine values."""
     sharpen = kernels.resolve("sharpen").weights()
-    for spec in ("0 -1 0\n-1 5 -1\n0 -1 0", "0,-1,0;\n-1,5,-1;\n\n0,-1,0\n", "0 -1 0\r\n-1 5 -1\r\n0 -1 0"):
+    for spec in ("0 -1 0\n-1 5 -1\n0 -1 0", "0 -1 0\n\n-1 5 -1\n0 -1 0\n", "0 -1 0\r\n-1 5 -1\r\n0 -1 0",
+                 "0,-1,0;\n-1,5,-1;\n\n0,-1,0\n"):
         assert kernels.resolve(spec).weights() == sharpen, repr(spec)
+    assert kernels.resolve("1 2 3 4\n5 6; 1 2 3 4 5 6").weights() == ((1, 2, 3, 4, 5, 6),) * 2  # with ';', rows wrap
     with pytest.raises(KernelError, match=r"row 2: empty row"):
         kernels.resolve("1,2;;\n3,4")  # two ';' still leave a row out
 
@@ -319,7 +321,8 @@ def test_a_pipe_is_read_as_a_kernel_file_and_a_device_is_refused(tmp_path):
     writer = threading.Thread(target=lambda: fifo.write_text("0 1 0\n1 1 1\n0 1 0\n"), daemon=True)
     writer.start()
     try:
-        assert kernels.resolve(str(fifo)).weights() == ((0, 1, 0), (1, 1, 1), (0, 1, 0))
+        kernel = kernels.resolve(str(fifo))
+        assert (kernel.name, kernel.weights()) == ("custom", ((0, 1, 0), (1, 1, 1), (0, 1, 0)))  # not 'k'
     finally:
         if writer.is_alive():  # not read: open it for reading so that the writer gets its reader
             descriptor = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -328,10 +331,23 @@ def test_a_pipe_is_read_as_a_kernel_file_and_a_device_is_refused(tmp_path):
     writer.join(5)
     with pytest.raises(KernelError, match=r"^kernel file '/dev/null' is not a regular file$"):
         kernels.resolve("/dev/null")
+    lonely = tmp_path / "no-writer.fifo"  # opening it to read waited for a writer, for ever
+    os.mkfifo(lonely)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(KernelError, kernels.resolve, str(lonely))),
+                              daemon=True)
+    reader.start()
+    reader.join(20)
+    assert not reader.is_alive() and "no weights (it is empty or holds only comments)" in str(outcome[0].value)
 
 
-def test_suggestions_ignore_case_and_a_typeset_minus_is_a_minus():
+def test_suggestions_ignore_case_and_a_typeset_minus_is_a_minus(tmp_path):
     with pytest.raises(KernelNotFoundError, match=r"did you mean 'blur'"):
+        kernels.resolve("BLUR")
+    folder = tmp_path / "config" / "convfilter" / "kernels"
+    folder.mkdir(parents=True)
+    write(folder, "Blur.txt", "1\n")
+    with pytest.raises(KernelNotFoundError, match=r"did you mean 'Blur' or 'blur'\?"):  # both, not one
         kernels.resolve("BLUR")
     with pytest.raises(KernelNotFoundError, match=r"did you mean 'sobel-x' or 'sobel-y'\?"):
         kernels.resolve("Sobel-X")
