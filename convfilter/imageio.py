@@ -319,12 +319,29 @@ def format_for(name: str) -> str:
     Image.init()
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
-        known = sorted({ext for ext, f in Image.registered_extensions().items() if f in Image.SAVE} - set(MISNAMED))
-        raise UsageError(f"unknown output format {name!r}; choose from {' '.join(known)}")
+        raise UsageError(f"unknown output format {name!r}; choose from {' '.join(_grey_suffixes())}")
     return fmt
 
 
 @functools.lru_cache(maxsize=64)
+def _grey_suffixes() -> list[str]:
+    """The suffixes of the formats that write a grayscale image, tried on a small one: not the
+    formats whose Pillow writer is a stub without a handler (HDF5, GRIB, BUFR, WMF) or takes 1-bit
+    images only (XBM, MSP, Palm), which the list of an unknown format offered."""
+    suffixes: dict[str, list[str]] = {}
+    for suffix, fmt in Image.registered_extensions().items():
+        if fmt in Image.SAVE and suffix not in MISNAMED:
+            suffixes.setdefault(fmt, []).append(suffix)
+    found = []
+    for fmt, names in suffixes.items():
+        try:
+            encode(np.zeros((16, 16), np.uint8), fmt, io.BytesIO())
+        except Exception:  # as check_holds: Pillow's writers raise OSError, ValueError, ...
+            continue
+        found += names
+    return sorted(found)
+
+
 def check_holds(name: str, colour: bool = False) -> None:
     """A UsageError unless the format of a suffix or --format name can hold a grayscale image (an
     RGB one for --color): XBM, MSP and Palm take 1-bit images only. Tried on a small image, as

@@ -399,6 +399,21 @@ def test_interrupt_exits_130_and_leaves_nothing(cli, camera_copy, monkeypatch):
 # ---------------------------------------------------------------------------- kernels command, imports
 
 
+def test_an_unknown_output_format_lists_only_formats_that_write_a_grey_image(cli, tmp_path):
+    """The list offered .h5 .grib .bufr .wmf .emf (stub writers: 'save handler not installed') and
+    .xbm .msp .palm (1-bit only), each of which was then refused."""
+    from convfilter.imageio import check_holds
+
+    Image.open(CAMERA).crop((0, 0, 32, 24)).save(tmp_path / "a.png")
+    result = cli("apply", tmp_path / "a.png", "-k", "blur", "-o", tmp_path / "x.nope")
+    assert result.exit_code == 2
+    offered = result.stderr.rstrip("\n").split("choose from ")[1].split()
+    assert {".png", ".jpg", ".tif", ".pgm", ".webp"} <= set(offered)
+    assert not {".h5", ".grib", ".bufr", ".wmf", ".emf", ".xbm", ".msp", ".palm"} & set(offered)
+    for suffix in offered:
+        check_holds(suffix)  # every one offered writes a grayscale image
+
+
 def test_kernels_lists_the_library(cli):
     result = cli("kernels")
     assert result.exit_code == 0
