@@ -628,9 +628,10 @@ def learn(
     from pathlib import Path
 
     from convfilter import imageio
-    from convfilter.files import atomic_write, exists_error
+    from convfilter.files import atomic_write
     from convfilter.imageio import STDIO
     from convfilter.modes import BORDERS, check_choice
+    from convfilter.outputs import check_single_output, refuse_existing
     from convfilter.steps import check_seed
 
     if STDIO in (before, after):
@@ -643,8 +644,6 @@ def learn(
     if output is None:
         _require_standard_output("learn without -o")  # the kernel is only printed
     else:
-        from convfilter.outputs import check_single_output
-
         check_single_output("-o", output, [before, after])
         if Path(output).suffix.lower() != ".toml":  # kernels.resolve reads any other suffix as a plain matrix
             raise UsageError(f"-o {output!r}: learn writes a TOML kernel file; give it the suffix .toml")
@@ -654,8 +653,8 @@ def learn(
             images.append(imageio.read_image(path))
         except ConvfilterError as error:
             raise type(error)(f"{label} {path!r}: {error}") from None
-    if output is not None and Path(output).exists() and not overwrite:
-        raise exists_error(output, "use --overwrite")  # before the fit, not after
+    if output is not None:
+        refuse_existing(output, overwrite)  # before the fit, not after
 
     from convfilter import learn as learning  # imports torch
     from convfilter.reporting import Bar
@@ -792,7 +791,7 @@ def kernels_preview(
     from pathlib import Path
 
     from convfilter import imageio, visuals
-    from convfilter.outputs import check_single_output
+    from convfilter.outputs import check_single_output, refuse_existing
 
     if not 1 <= columns <= MAX_COLUMNS:
         raise UsageError(f"--columns must be 1 to {MAX_COLUMNS}, got {columns}")
@@ -804,10 +803,7 @@ def kernels_preview(
         raise UsageError("IMAGE is empty; give a photo file, or leave it out for the sample photo")
     source = image or str(resources.files("convfilter") / "data" / "camera.png")
     check_single_output("-o", output, [source])
-    if os.path.lexists(output) and not overwrite:  # before the work, as export and learn do
-        from convfilter.files import exists_error
-
-        raise exists_error(output, "use --overwrite")
+    refuse_existing(output, overwrite)  # before the work, as export and learn do
 
     from convfilter.pipeline import Filter  # imports torch
     from convfilter.steps import from_table

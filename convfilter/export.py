@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from convfilter.errors import InputError, UsageError
-from convfilter.files import atomic_write, exists_error
+from convfilter.files import atomic_write
+from convfilter.outputs import refuse_existing
 from convfilter.pipeline import build, working_dtype
 from convfilter.steps import PoolStep, Step
 
@@ -26,8 +27,7 @@ def export_program(steps: list[Step], channels: int, output: str, overwrite: boo
             raise UsageError(f"{origin}, step {index}: stochastic pooling draws random numbers per call; "
                              "it cannot be exported reproducibly")
     target = Path(output)
-    if target.exists() and not overwrite:  # before the export's seconds of work
-        raise exists_error(target, "use --overwrite")
+    refuse_existing(output, overwrite)  # before the export's seconds of work
     model = build(steps, 255.0, channels)
     if working_dtype(model, 255.0) == torch.float64:
         model = InFloat64(model.to(torch.float64))

@@ -212,12 +212,10 @@ COLOUR_MODES = {"L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA": "RGBA", 
 def _colour_array(image: Image.Image) -> np.ndarray:
     """(H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA, 8-bit; deep grey
     images (16-bit, 32-bit, float) by the grayscale rules."""
-    if image.mode == "1" and has_alpha(image):  # a transparent colour becomes alpha, as a grey image's does
-        return to_array(image.convert("LA"))
-    if image.mode in (*SIXTEEN_BIT_MODES, "I", "F", "1"):
+    if image.mode in ("1", "L", "RGB") and has_alpha(image):  # a transparent colour becomes alpha, as a palette's does
+        target = "RGBA" if image.mode == "RGB" else "LA"
+    elif image.mode in (*SIXTEEN_BIT_MODES, "I", "F", "1"):
         return _gray_array(image)  # a 16-bit image's transparent colour is dropped: Pillow has no 16-bit grey + alpha
-    if image.mode in ("L", "RGB") and has_alpha(image):  # a transparent colour becomes alpha, as a palette's does
-        target = image.mode + "A"
     else:
         target = COLOUR_MODES.get(image.mode) or ("RGBA" if has_alpha(image) else "RGB")
     if image.mode != target:
@@ -332,14 +330,17 @@ def _grey_suffixes() -> list[str]:
     for suffix, fmt in Image.registered_extensions().items():
         if fmt in Image.SAVE and suffix not in MISNAMED:
             suffixes.setdefault(fmt, []).append(suffix)
-    found = []
-    for fmt, names in suffixes.items():
-        try:
-            encode(np.zeros((16, 16), np.uint8), fmt, io.BytesIO())
-        except Exception:  # as check_holds: Pillow's writers raise OSError, ValueError, ...
-            continue
-        found += names
-    return sorted(found)
+    return sorted(suffix for fmt, names in suffixes.items() if _refusal(fmt) is None for suffix in names)
+
+
+def _refusal(fmt: str, colour: bool = False) -> Exception | None:
+    """What a Pillow format raises on a small grayscale image (RGB with `colour`), encoded as
+    `encode` writes it; None where it writes it."""
+    try:
+        encode(np.zeros((16, 16, 3) if colour else (16, 16), np.uint8), fmt, io.BytesIO())
+    except Exception as error:  # Pillow's writers raise OSError, ValueError, ...
+        return error
+    return None
 
 
 def check_holds(name: str, colour: bool = False) -> None:
@@ -347,11 +348,10 @@ def check_holds(name: str, colour: bool = False) -> None:
     RGB one for --color): XBM, MSP and Palm take 1-bit images only. Tried on a small image, as
     `encode` writes it, before any file is read or any folder made."""
     fmt = format_for(name)
-    try:
-        encode(np.zeros((16, 16, 3) if colour else (16, 16), np.uint8), fmt, io.BytesIO())
-    except Exception as error:  # Pillow's writers raise OSError, ValueError, ...
+    error = _refusal(fmt, colour)
+    if error is not None:
         kind = "colour" if colour else "grayscale"
-        raise UsageError(f"output format {name!r} ({fmt}) cannot hold a {kind} image: {error}") from None
+        raise UsageError(f"output format {name!r} ({fmt}) cannot hold a {kind} image: {error}")
 
 
 def to_8bit(array: np.ndarray) -> np.ndarray:

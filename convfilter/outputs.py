@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convfilter.errors import UsageError
+from convfilter.files import exists_error
 from convfilter.imageio import STDIO, format_for
 from convfilter.inputs import Source
 
@@ -259,6 +260,13 @@ def check_single_output(option: str, output: str, inputs: list[str], planned: li
             raise UsageError(f"{option} {output!r} is the input {path!r}; convfilter never overwrites an input")
     if any(path not in (None, STDIO) and same_file(path, output) for path in planned):
         raise UsageError(f"{option} {output!r} is also the output of the filter")
+
+
+def refuse_existing(output: str, overwrite: bool) -> None:
+    """The file a command writes of its own (export -o, learn -o, kernels preview -o) is refused
+    before the work when it exists, unless `overwrite`: not after seconds of it."""
+    if os.path.lexists(output) and not overwrite:
+        raise exists_error(output, "use --overwrite")
 
 
 def same_file(a: str, b: str) -> bool:
